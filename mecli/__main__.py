@@ -1,0 +1,3 @@
+from mecli.cli import main
+
+main()
