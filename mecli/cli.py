@@ -423,11 +423,11 @@ def forget(
     json_: bool = typer.Option(False, "--json", help="Print what was (or would be) forgotten as JSON."),
 ):
     """Delete messages for real, with everything derived from them."""
-    from mecli import memory
+    from mecli import forgetting
 
     state = _state(ctx)
     a = state.app()
-    selection = memory.select_for_forget(a.store, a.models, " ".join(query or []), ids=id_ or [],
+    selection = forgetting.select_for_forget(a.store, a.models, " ".join(query or []), ids=id_ or [],
                                           conversation=conversation, before=before, since=since,
                                           everything=all_, k=k)
     p = state.printer
@@ -451,7 +451,7 @@ def forget(
                              err=True):
             p.notice("nothing forgotten")
             raise typer.Exit(ExitStatus.SUCCESS)
-    counts = memory.forget(a.store, a.paths, [m.id for m in selection])
+    counts = forgetting.forget(a.store, a.paths, [m.id for m in selection])
     if json_:
         p.json({"forgotten": counts, "messages": [m.id for m in selection]})
     else:

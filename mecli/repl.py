@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import shlex
 
-from mecli import assistant, memory, profile
+from mecli import assistant, forgetting, profile
 from mecli.db import Message, now_iso
 from mecli.environment import Environment, MeError
 
@@ -224,7 +224,7 @@ class Repl:
             else:
                 words.append(a)
         store = self.app.store
-        selection = memory.select_for_forget(store, self.app.models, " ".join(words), ids=ids,
+        selection = forgetting.select_for_forget(store, self.app.models, " ".join(words), ids=ids,
                                              conversation=conversation, before=None, since=None,
                                              everything=False, k=20)
         if not selection:
@@ -239,7 +239,7 @@ class Repl:
         if answer.strip().lower() not in ("y", "yes"):
             self.printer.notice("nothing forgotten")
             return
-        counts = memory.forget(store, self.app.paths, [m.id for m in selection])
+        counts = forgetting.forget(store, self.app.paths, [m.id for m in selection])
         if self.conversation_id is not None and not store.conversation_exists(self.conversation_id):
             self.conversation_id = None
         self.printer.notice(f"forgotten: {counts['messages']} messages, {counts['feedback']} "
