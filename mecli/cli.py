@@ -9,7 +9,6 @@ import sys
 import traceback
 from typing import List, Optional
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -447,7 +446,7 @@ def forget(
     if not yes:
         if not state.env.stdin_isatty:
             raise UsageError("refusing to delete without confirmation: add --yes")
-        if not click.confirm(f"Forget these {len(selection)} messages for good?", default=False,
+        if not typer.confirm(f"Forget these {len(selection)} messages for good?", default=False,
                              err=True):
             p.notice("nothing forgotten")
             raise typer.Exit(ExitStatus.SUCCESS)
@@ -616,6 +615,15 @@ def doctor(ctx: typer.Context, json_: bool = typer.Option(False, "--json", help=
 # --- entry point -------------------------------------------------------------------------------
 
 
+def _click_exceptions():
+    """Click's exception classes: typer >= 0.22 vendors click, older typer uses it."""
+    try:
+        from typer._click import exceptions
+    except ImportError:
+        from click import exceptions
+    return exceptions
+
+
 def main() -> None:
     """The console script."""
     sys.exit(run())
@@ -630,6 +638,7 @@ def run(args: list[str] | None = None, env: Environment | None = None) -> int:
         args.remove("--debug")
     state = State(env)
     command = typer.main.get_command(app)
+    click = _click_exceptions()
     status = ExitStatus.SUCCESS
     try:
         command.main(args=args, prog_name="me", obj=state, standalone_mode=False)
@@ -638,12 +647,12 @@ def run(args: list[str] | None = None, env: Environment | None = None) -> int:
         status = e.status
         if debug:
             traceback.print_exc(file=env.stderr)
-    except click.exceptions.Exit as e:
+    except typer.Exit as e:
         status = e.exit_code
     except click.ClickException as e:
         e.show(file=env.stderr)
         status = ExitStatus.USAGE if isinstance(e, click.UsageError) else e.exit_code
-    except (KeyboardInterrupt, click.exceptions.Abort):
+    except (KeyboardInterrupt, typer.Abort, click.Abort):
         env.stderr.write("\ninterrupted\n")
         status = ExitStatus.INTERRUPTED
     except BrokenPipeError:
