@@ -46,6 +46,7 @@ class Prompt:
     """Everything that goes to the model for one answer, and where it came from."""
 
     messages: list[dict]
+    stable_text: str = ""  # the system prompt and standing profile: the reusable prefix
     rules: list[dict] = field(default_factory=list)
     recalled: list[Message] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
@@ -96,6 +97,8 @@ def build_prompt(app: App, text: str, conversation_id: int | None, *, use_memory
         prompt.rules = always + relevant
         if always:
             system.append(learning.profile_block(always, []))
+    prompt.stable_text = "\n\n".join(system)
+    if not incognito:
         if relevant:
             system.append(learning.profile_block([], relevant))
         if use_memory:
@@ -182,7 +185,8 @@ def turn(app: App, prompt_text: str, *, piped: str | None = None,
         previous_answer = store.conversation_messages(conversation_id, limit=1)
         user_id = memory.store_message(store, conversation_id, "user", text)
 
-    generation = model.generate(prompt.messages, budget, on_text=on_text)
+    generation = model.generate(prompt.messages, budget, on_text=on_text,
+                                stable_text=prompt.stable_text)
 
     result = Turn(conversation_id, user_id, None, generation.text, generation, prompt)
     if incognito:

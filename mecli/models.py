@@ -160,10 +160,11 @@ class ChatModel:
     is not evaluated again.
     """
 
-    def __init__(self, path: Path, config: Config):
+    def __init__(self, path: Path, config: Config, prefix_cache: Path | None = None):
         self.path = path
         self.name = path.name
         self.config = config
+        self.prefix_cache = prefix_cache
         kwargs = dict(n_ctx=config.n_ctx, n_gpu_layers=config.n_gpu_layers, seed=config.seed)
         if config.threads > 0:
             kwargs["n_threads"] = config.threads
@@ -184,31 +185,126 @@ class ChatModel:
     def count_tokens(self, text: str) -> int:
         return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
+    def _format(self, messages: list[dict]):
+        response = self.formatter(messages=messages)
+        add_bos = not response.added_special
+        tokens = self.llm.tokenize(response.prompt.encode("utf-8"), add_bos=add_bos, special=True)
+        return response, tokens
+
     def prompt_tokens(self, messages: list[dict]) -> tuple[list[int], list[str]]:
         """Token ids of the chat-formatted prompt, and the template's stop strings."""
-        response = self.formatter(messages=messages)
-        tokens = self.llm.tokenize(
-            response.prompt.encode("utf-8"), add_bos=not response.added_special, special=True
-        )
+        response, tokens = self._format(messages)
         stop = response.stop if isinstance(response.stop, list) else [response.stop] if response.stop else []
         return tokens, stop
 
-    def generate(self, messages: list[dict], max_tokens: int,
-                 on_text: Callable[[str], None] | None = None) -> Generation:
-        """Stream an answer; Ctrl-C stops it and keeps what was generated."""
-        tokens, stop = self.prompt_tokens(messages)
-        previous = list(self.llm.input_ids[: self.llm.n_tokens])
-        cached = 0
-        for a, b in zip(previous, tokens[:-1]):
+    def _live_prefix(self, tokens: list[int]) -> int:
+        """How many leading tokens of this prompt the live context already holds."""
+        n = 0
+        for a, b in zip(self.llm.input_ids[: self.llm.n_tokens], tokens[:-1]):
             if a != b:
                 break
-            cached += 1
+            n += 1
+        return n
+
+    def _stable_tokens(self, messages: list[dict], stable_text: str, tokens: list[int]) -> list[int]:
+        """The prompt's leading tokens up to the end of `stable_text` (system + profile)."""
+        response, _ = self._format(messages)
+        at = response.prompt.find(stable_text)
+        if at < 0 or not stable_text:
+            return []
+        head = self.llm.tokenize(response.prompt[: at + len(stable_text)].encode("utf-8"),
+                                 add_bos=not response.added_special, special=True)
+        n = len(head) - 1  # the last token may merge with what follows
+        return tokens[:n] if n > 0 and tokens[:n] == head[:n] else []
+
+    def reuse_prefix(self, messages: list[dict], stable_text: str) -> bool:
+        """Restore the evaluated stable prefix from disk, or evaluate and save it.
+
+        Evaluating the prompt is what costs on a CPU; a one-shot `me` starts with
+        an empty context, so the system prompt and profile (the same on every
+        call until the profile changes) are kept as a saved model state.
+        Returns True if the prefix was evaluated now (not reused).
+        """
+        if self.prefix_cache is None:
+            return False
+        tokens, _ = self.prompt_tokens(messages)
+        prefix = self._stable_tokens(messages, stable_text, tokens)
+        if len(prefix) < PREFIX_CACHE_MIN_TOKENS or self._live_prefix(tokens) >= len(prefix):
+            return False
+        import hashlib
+        import pickle
+
+        key = hashlib.sha256(f"{self.path.resolve()}:{self.path.stat().st_size}:{self.n_ctx}:"
+                             f"{prefix}".encode()).hexdigest()[:32]
+        file = self.prefix_cache / f"{key}.state"
+        try:
+            if file.exists():
+                with open(file, "rb") as f:
+                    saved = pickle.load(f)
+                self._load_state(saved)
+                os.utime(file)
+                return False
+        except Exception:  # a damaged cache file is only a slower start
+            file.unlink(missing_ok=True)
+            self.llm.reset()
+        self.llm.reset()
+        self.llm.eval(prefix)
+        try:
+            saved = self._save_state()
+            self.prefix_cache.mkdir(parents=True, exist_ok=True, mode=0o700)
+            tmp = file.with_suffix(".tmp")
+            with open(os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600), "wb") as f:
+                pickle.dump(saved, f, protocol=pickle.HIGHEST_PROTOCOL)
+            os.replace(tmp, file)
+            _prune(self.prefix_cache, keep=PREFIX_CACHE_FILES)
+        except OSError:
+            pass
+        return True
+
+    def _save_state(self) -> dict:
+        # Like Llama.save_state, without its copy of every token's logits
+        # (hundreds of MB) that a prefix never needs.
+        import ctypes
+
+        import llama_cpp
+
+        size = llama_cpp.llama_state_get_size(self.llm._ctx.ctx)
+        buf = (ctypes.c_uint8 * int(size))()
+        n = llama_cpp.llama_state_get_data(self.llm._ctx.ctx, buf, size)
+        return {"input_ids": list(map(int, self.llm.input_ids[: self.llm.n_tokens])),
+                "state": bytes(buf[:n]), "size": int(n)}
+
+    def _load_state(self, saved: dict) -> None:
+        import ctypes
+
+        import llama_cpp
+        import numpy as np
+
+        ids = saved["input_ids"]
+        self.llm.reset()
+        buf = (ctypes.c_uint8 * saved["size"]).from_buffer_copy(saved["state"])
+        if llama_cpp.llama_state_set_data(self.llm._ctx.ctx, buf, saved["size"]) != saved["size"]:
+            raise RuntimeError("state size mismatch")
+        self.llm.input_ids[: len(ids)] = np.array(ids, dtype=self.llm.input_ids.dtype)
+        self.llm.n_tokens = len(ids)
+
+    def generate(self, messages: list[dict], max_tokens: int,
+                 on_text: Callable[[str], None] | None = None, stable_text: str = "") -> Generation:
+        """Stream an answer; Ctrl-C stops it and keeps what was generated.
+
+        Timings start before the prompt is evaluated, so ttft_ms is what the
+        user waits, restoring a saved prefix included.
+        """
+        start = time.perf_counter()
+        tokens, stop = self.prompt_tokens(messages)
+        cached = self._live_prefix(tokens)
+        if stable_text and not self.reuse_prefix(messages, stable_text):
+            cached = self._live_prefix(tokens)  # restored from disk: not evaluated now
         gen = Generation(prompt_tokens=len(tokens), cached_tokens=cached)
         room = self.n_ctx - len(tokens)
         if room <= 0:
             raise MeError(f"prompt is {len(tokens)} tokens, the model's context holds {self.n_ctx}")
         c = self.config
-        start = time.perf_counter()
         pieces: list[str] = []
         try:
             stream = self.llm.create_completion(
@@ -238,6 +334,16 @@ class ChatModel:
             # Chunks can carry more than one token; the context knows the truth.
             gen.completion_tokens = max(gen.completion_tokens, self.llm.n_tokens - len(tokens))
         return gen
+
+
+PREFIX_CACHE_MIN_TOKENS = 128  # below this, evaluating is about as fast as loading
+PREFIX_CACHE_FILES = 4
+
+
+def _prune(folder: Path, keep: int) -> None:
+    files = sorted(folder.glob("*.state"), key=lambda f: f.stat().st_mtime, reverse=True)
+    for f in files[keep:]:
+        f.unlink(missing_ok=True)
 
 
 # --- embeddings ------------------------------------------------------------------
@@ -280,7 +386,7 @@ class Models:
     def chat(self) -> ChatModel:
         if self._chat is None:
             path = resolve_model(self.config.model, self.paths, self.config.offline)
-            self._chat = ChatModel(path, self.config)
+            self._chat = ChatModel(path, self.config, prefix_cache=self.paths.cache_dir / "prompts")
         return self._chat
 
     @property
