@@ -421,41 +421,74 @@ def forget(
     dry_run: bool = typer.Option(False, "--dry-run", help="Only list what would be forgotten."),
     json_: bool = typer.Option(False, "--json", help="Print what was (or would be) forgotten as JSON."),
 ):
-    """Delete messages for real, with everything derived from them."""
+    """Delete messages for real, with everything derived from them.
+
+    QUERY, --conversation, --before and --since narrow each other; --id adds
+    messages. A QUERY also takes the feedback and rules that say it. Forgetting
+    takes the feedback from or about the messages, the rules left without
+    sources, the input-history lines and caches, and scrubs the database file.
+    """
     from mecli import forgetting
 
     state = _state(ctx)
-    a = state.app()
-    selection = forgetting.select_for_forget(a.store, a.models, " ".join(query or []), ids=id_ or [],
-                                          conversation=conversation, before=before, since=since,
-                                          everything=all_, k=k)
     p = state.printer
-    if not selection:
-        raise UsageError("nothing matches: no message was forgotten")
-    if not json_ or dry_run:
-        if not json_:
-            p.table(["id", "conv", "role", "when", "content"],
-                    [[m.id, m.conversation_id, m.role, m.created_at[:10], _snippet(m.content)]
-                     for m in selection])
+    a = state.app()
+    text = " ".join(query or [])
+    selection = forgetting.select(a.store, a.models, text, ids=id_ or [], conversation=conversation,
+                                  before=before, since=since, everything=all_, k=k)
+    for n in a.models.notices:
+        p.notice(n)
+    if selection.empty() and not selection.everything:
+        what = f"matches {text.strip()!r}" if text.strip() else "matches"
+        raise UsageError(f"nothing {what}: no message was forgotten")
+    n_msg, n_fb, n_rules = len(selection.messages), len(selection.feedback), len(selection.rules)
+    summary = f"{n_msg} messages" + (f", {n_fb} feedback items" if n_fb else "") + (
+        f", {n_rules} rules" if n_rules else "")
+    if not json_:
+        if selection.everything:
+            p.notice(f"everything: {summary}, the input history and caches")
+        else:
+            _forget_tables(p, selection)
+        if selection.truncated:
+            p.notice(f"only the best {k} matches are listed; use -k to take more")
     if dry_run:
         if json_:
-            p.json({"dry_run": True, "messages": [m.id for m in selection]})
+            p.json({"dry_run": True, **selection.as_dict()})
         else:
-            p.notice(f"{len(selection)} messages would be forgotten (dry run)")
+            p.notice(f"{summary} would be forgotten (dry run: nothing was deleted)")
         return
     if not yes:
         if not state.env.stdin_isatty:
-            raise UsageError("refusing to delete without confirmation: add --yes")
-        if not typer.confirm(f"Forget these {len(selection)} messages for good?", default=False,
-                             err=True):
+            raise UsageError("refusing to delete without confirmation: add --yes "
+                             "(or --dry-run to only list)")
+        if not typer.confirm(f"Forget {summary} for good?", default=False, err=True):
             p.notice("nothing forgotten")
             raise typer.Exit(ExitStatus.SUCCESS)
-    counts = forgetting.forget(a.store, a.paths, [m.id for m in selection])
+    counts = forgetting.forget(a.store, a.paths, selection, models=a.models)
     if json_:
-        p.json({"forgotten": counts, "messages": [m.id for m in selection]})
+        p.json({"forgotten": counts, **selection.as_dict()})
     else:
         p.notice(f"forgotten: {counts['messages']} messages, {counts['feedback']} feedback items, "
                  f"{counts['rules']} rules, {counts['conversations']} conversations")
+    if not counts.get("scrubbed", True):
+        p.notice("another `me` is using the database: forgotten text may stay in its "
+                 "write-ahead log until that one exits")
+
+
+def _forget_tables(p, selection, limit: int = 200) -> None:
+    if selection.messages:
+        rows = [[m.id, m.conversation_id, m.role, m.created_at[:10], _snippet(m.content)]
+                for m in selection.messages[:limit]]
+        p.table(["id", "conv", "role", "when", "content"], rows)
+        if len(selection.messages) > limit:
+            p.notice(f"... and {len(selection.messages) - limit} more messages")
+    if selection.feedback:
+        p.table(["feedback", "source", "when", "text"],
+                [[f["id"], f["source"], f["created_at"][:10], _snippet(f["text"])]
+                 for f in selection.feedback[:limit]])
+    if selection.rules:
+        p.table(["rule", "status", "text"],
+                [[r["id"], r["status"], _snippet(r["text"])] for r in selection.rules[:limit]])
 
 
 # --- import, export, reindex -----------------------------------------------------------------
@@ -641,7 +674,10 @@ def run(args: list[str] | None = None, env: Environment | None = None) -> int:
     click = _click_exceptions()
     status = ExitStatus.SUCCESS
     try:
-        command.main(args=args, prog_name="me", obj=state, standalone_mode=False)
+        # Without standalone mode, click returns the code of a typer.Exit instead of raising.
+        returned = command.main(args=args, prog_name="me", obj=state, standalone_mode=False)
+        if isinstance(returned, int):
+            status = returned
     except MeError as e:
         state.printer.error(e.message)
         status = e.status

@@ -297,16 +297,15 @@ class ChatModel:
         """
         start = time.perf_counter()
         tokens, stop = self.prompt_tokens(messages)
-        cached = self._live_prefix(tokens)
-        if stable_text and not self.reuse_prefix(messages, stable_text):
-            cached = self._live_prefix(tokens)  # restored from disk: not evaluated now
-        gen = Generation(prompt_tokens=len(tokens), cached_tokens=cached)
         room = self.n_ctx - len(tokens)
         if room <= 0:
             raise MeError(f"prompt is {len(tokens)} tokens, the model's context holds {self.n_ctx}")
+        gen = Generation(prompt_tokens=len(tokens), cached_tokens=self._live_prefix(tokens))
         c = self.config
         pieces: list[str] = []
         try:
+            if stable_text and not self.reuse_prefix(messages, stable_text):
+                gen.cached_tokens = self._live_prefix(tokens)  # restored, not evaluated now
             stream = self.llm.create_completion(
                 prompt=tokens, max_tokens=min(max_tokens, room), stream=True, stop=stop,
                 temperature=c.temperature, top_p=c.top_p, top_k=c.top_k,

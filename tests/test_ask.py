@@ -129,3 +129,26 @@ def test_database_file_is_private_and_in_wal_mode(me, me_home):
     db = me_home / "me.db"
     assert db.stat().st_mode & 0o777 == 0o600
     assert sqlite3.connect(db).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_ctrl_c_mid_answer_keeps_the_partial_answer(me_env, me_home, store):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    (me_home / "config.toml").write_text("max_tokens = 2000\ntemperature = 0.8\n")
+    proc = subprocess.Popen([sys.executable, "-m", "mecli", "Write a very long story about a dragon."],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=me_env)
+    first = proc.stdout.read(20)  # the answer has started streaming
+    assert first
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert b"Traceback" not in err
+    msgs = store.conversation_messages(store.conversations(1)[0]["id"])
+    assert [m.role for m in msgs] == ["user", "assistant"]
+    assert msgs[1].interrupted == 1 and msgs[1].content.strip()
+    assert msgs[1].content.startswith((first + out).decode("utf-8", "replace").strip()[:10])
