@@ -185,8 +185,9 @@ def turn(app: App, prompt_text: str, *, piped: str | None = None,
         previous_answer = store.conversation_messages(conversation_id, limit=1)
         user_id = memory.store_message(store, conversation_id, "user", text)
 
+    # Incognito writes nothing, not even a saved prefix state.
     generation = model.generate(prompt.messages, budget, on_text=on_text,
-                                stable_text=prompt.stable_text)
+                                stable_text="" if incognito else prompt.stable_text)
 
     result = Turn(conversation_id, user_id, None, generation.text, generation, prompt)
     if incognito:

@@ -219,9 +219,10 @@ def feedback(
         return
     about = f" about answer {result['message_id']}" if result["message_id"] else ""
     state.printer.notice(f"feedback {result['id']} recorded{about}")
-    if result.get("rule"):
-        r = result["rule"]
+    for r in result.get("rules") or []:
         state.printer.notice(f"rule {r['id']} ({r['status']}, support {r['support']}): {r['text']}")
+    if result.get("note"):
+        state.printer.notice(result["note"])
 
 
 profile_app = typer.Typer(cls=TyperGroup, invoke_without_command=True, no_args_is_help=False,
@@ -441,6 +442,9 @@ def forget(
     if selection.empty() and not selection.everything:
         what = f"matches {text.strip()!r}" if text.strip() else "matches"
         raise UsageError(f"nothing {what}: no message was forgotten")
+    if not (yes or dry_run) and not state.env.stdin_isatty:
+        raise UsageError("refusing to delete without confirmation: add --yes "
+                         "(or --dry-run to only list)")
     n_msg, n_fb, n_rules = len(selection.messages), len(selection.feedback), len(selection.rules)
     summary = f"{n_msg} messages" + (f", {n_fb} feedback items" if n_fb else "") + (
         f", {n_rules} rules" if n_rules else "")
@@ -458,9 +462,6 @@ def forget(
             p.notice(f"{summary} would be forgotten (dry run: nothing was deleted)")
         return
     if not yes:
-        if not state.env.stdin_isatty:
-            raise UsageError("refusing to delete without confirmation: add --yes "
-                             "(or --dry-run to only list)")
         if not typer.confirm(f"Forget {summary} for good?", default=False, err=True):
             p.notice("nothing forgotten")
             raise typer.Exit(ExitStatus.SUCCESS)
@@ -501,24 +502,32 @@ def import_(
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Import the good lines, report the bad ones."),
     json_: bool = typer.Option(False, "--json", help="Print the counts as JSON."),
 ):
-    """Import messages (and feedback and rules from `me export`) from JSONL."""
+    """Import messages (and feedback and rules from `me export`) from JSONL.
+
+    Every line is checked first: a bad line (not JSON, a missing field) is
+    reported by number and nothing is imported, unless --skip-bad. Messages
+    already stored are skipped, so importing twice adds nothing.
+    """
     from mecli import memory, transfer
 
     state = _state(ctx)
     if file == "-":
+        if state.env.stdin_isatty:
+            raise UsageError("`me import -` reads JSONL from stdin: pipe a file in")
         stream = getattr(state.env.stdin, "buffer", None)
-        raw = stream.read() if stream is not None else state.env.stdin.read().encode()
+        raw = stream.read() if stream is not None else state.env.stdin.read().encode("utf-8")
     else:
         try:
             with open(file, "rb") as f:
                 raw = f.read()
         except OSError as e:
-            raise UsageError(f"cannot read {file}: {e.strerror}") from None
-    lines = transfer.read_lines(raw)
+            raise UsageError(f"cannot read {file}: {e.strerror or e}") from None
+    # Checked before the database is opened: a bad file leaves it untouched.
+    parsed = transfer.check_lines(transfer.read_lines(raw), skip_bad=skip_bad)
     a = state.app()
-    report = transfer.import_records(a.store, lines, skip_bad=skip_bad,
+    report = transfer.import_records(a.store, parsed=parsed, skip_bad=skip_bad,
                                      min_support=a.config.rule_min_support)
-    embedded = memory.embed_pending(a.store, a.models, limit=None)
+    embedded = memory.embed_pending(a.store, a.models, limit=None) if report.messages else 0
     for n in a.models.notices:
         state.printer.notice(n)
     if json_:
@@ -534,16 +543,21 @@ def import_(
 
 @app.command()
 def export(ctx: typer.Context):
-    """Export messages, feedback and rules as JSONL on stdout."""
-    import json
-
+    """Export messages, feedback and rules as JSONL on stdout (UTF-8)."""
     from mecli import transfer
 
     state = _state(ctx)
+    a = state.app()
+    if not a.paths.database.exists():
+        return  # nothing stored yet (and exporting creates nothing)
     out = state.env.stdout
-    for record in transfer.export_records(state.app().store):
-        out.write(json.dumps(record, ensure_ascii=False) + "\n")
-    out.flush()
+    buffer = getattr(out, "buffer", None)
+    for line in transfer.export_lines(a.store):
+        if buffer is not None:
+            buffer.write(line.encode("utf-8"))
+        else:
+            out.write(line)
+    (buffer or out).flush()
 
 
 @app.command()

@@ -442,9 +442,12 @@ class Store:
             self.conn.execute("DELETE FROM vec_models WHERE id = ?", (model_id,))
 
     def add_vectors(self, model_id: int, items: list[tuple[int, list[float]]]) -> None:
+        # vec0 has no INSERT OR REPLACE: a vector stored meanwhile (another process) is replaced.
         with self.transaction():
+            self.conn.executemany(f"DELETE FROM vec_{int(model_id)} WHERE rowid = ?",
+                                  [(mid,) for mid, _ in items])
             self.conn.executemany(
-                f"INSERT OR REPLACE INTO vec_{int(model_id)} (rowid, embedding) VALUES (?, ?)",
+                f"INSERT INTO vec_{int(model_id)} (rowid, embedding) VALUES (?, ?)",
                 [(mid, vec_blob(v)) for mid, v in items],
             )
 
@@ -560,8 +563,11 @@ class Store:
 
     def delete_rule(self, rule_id: int) -> None:
         with self.transaction():
-            self.conn.execute("UPDATE rules SET superseded_by = NULL, status = 'active' "
+            self.conn.execute("UPDATE rules SET status = 'active' "
                               "WHERE superseded_by = ? AND status = 'superseded'", (rule_id,))
+            # Every reference goes (a superseded rule re-activated by hand keeps one).
+            self.conn.execute("UPDATE rules SET superseded_by = NULL WHERE superseded_by = ?",
+                              (rule_id,))
             self.conn.execute("DELETE FROM rule_sources WHERE rule_id = ?", (rule_id,))
             self.conn.execute("DELETE FROM rules WHERE id = ?", (rule_id,))
 
@@ -586,15 +592,19 @@ class Store:
         return [r[0] for r in self.q(
             f"SELECT id FROM messages WHERE {' AND '.join(where)} ORDER BY id", params)]
 
-    def forget_messages(self, ids: list[int]) -> dict:
+    def forget_messages(self, ids: list[int],
+                        index_text: Callable[[Message, Message | None], str] | None = None) -> dict:
         """Delete messages and everything derived from them, in one transaction.
 
         Feedback from or about them goes; rules left with no source (and not
         added by hand) go; a rule another rule superseded comes back if the
-        superseding rule goes. Empty conversations go.
+        superseding rule goes. Empty conversations go. A message that was
+        indexed with a forgotten one as its context (the next one in its
+        conversation) is indexed again without it (`index_text(message,
+        previous)`; its vectors go, to be embedded again).
         """
         ids = sorted(set(ids))
-        counts = {"messages": 0, "feedback": 0, "rules": 0, "conversations": 0}
+        counts = {"messages": 0, "feedback": 0, "rules": 0, "conversations": 0, "reindexed": 0}
         if not ids:
             return counts
         with self.transaction():
@@ -607,12 +617,28 @@ class Store:
             counts.update(self._forget_feedback(feedback_ids))
             conversations = [r[0] for r in self.q(
                 "SELECT DISTINCT conversation_id FROM messages WHERE id IN (SELECT id FROM forget_ids)")]
+            followers = [r[0] for r in self.q(
+                "SELECT m.id FROM messages m WHERE m.id NOT IN (SELECT id FROM forget_ids) "
+                "AND m.conversation_id IN (SELECT conversation_id FROM messages "
+                "  WHERE id IN (SELECT id FROM forget_ids)) "
+                "AND (SELECT max(p.id) FROM messages p WHERE p.conversation_id = m.conversation_id "
+                "     AND p.id < m.id) IN (SELECT id FROM forget_ids)")]
+            vec_tables = [f"vec_{int(r[0])}" for r in self.q("SELECT id FROM vec_models")]
             self.conn.execute("DELETE FROM messages_fts WHERE rowid IN (SELECT id FROM forget_ids)")
-            for (model_id,) in self.q("SELECT id FROM vec_models"):
-                self.conn.execute(
-                    f"DELETE FROM vec_{int(model_id)} WHERE rowid IN (SELECT id FROM forget_ids)")
+            for table in vec_tables:
+                self.conn.execute(f"DELETE FROM {table} WHERE rowid IN (SELECT id FROM forget_ids)")
             counts["messages"] = self.conn.execute(
                 "DELETE FROM messages WHERE id IN (SELECT id FROM forget_ids)").rowcount
+            for mid in followers:
+                m = self.message(mid)
+                previous = self.neighbours(m, before=1)
+                text = (index_text(m, previous[0] if previous else None) if index_text
+                        else m.content)
+                self.conn.execute("DELETE FROM messages_fts WHERE rowid = ?", (mid,))
+                self.conn.execute("INSERT INTO messages_fts (rowid, text) VALUES (?, ?)", (mid, text))
+                for table in vec_tables:
+                    self.conn.execute(f"DELETE FROM {table} WHERE rowid = ?", (mid,))
+                counts["reindexed"] += 1
             for cid in conversations:
                 first = self.one("SELECT content FROM messages WHERE conversation_id = ? "
                                  "AND role = 'user' ORDER BY id LIMIT 1", (cid,))
@@ -647,10 +673,15 @@ class Store:
                 n_rules += 1
         return {"feedback": n_feedback, "rules": n_rules}
 
-    def scrub(self) -> None:
-        """Make deleted text unrecoverable: merge the FTS index, checkpoint the WAL,
-        and rebuild the file so no free page keeps old bytes."""
+    def scrub(self) -> bool:
+        """Make deleted text unrecoverable: merge the FTS index, drop the planner's
+        sampled index keys (sqlite_stat4 keeps copies of rows, FTS terms
+        included), checkpoint the WAL, and rebuild the file so no free page keeps
+        old bytes. False if another connection kept the WAL from being emptied."""
         self.conn.execute("INSERT INTO messages_fts (messages_fts) VALUES ('optimize')")
+        if self.one("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_stat4'"):
+            self.conn.execute("DELETE FROM sqlite_stat4")
         self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self.conn.execute("VACUUM")
-        self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        busy = self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        return not (busy and busy[0])

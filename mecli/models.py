@@ -336,7 +336,7 @@ class ChatModel:
 
 
 PREFIX_CACHE_MIN_TOKENS = 128  # below this, evaluating is about as fast as loading
-PREFIX_CACHE_FILES = 4
+PREFIX_CACHE_FILES = 1  # one profile at a time: an old profile's state is not kept
 
 
 def _prune(folder: Path, keep: int) -> None:

@@ -69,8 +69,9 @@ def test_long_profile_prefix_is_saved_and_restored(me, me_home):
     assert first["cached_tokens"] == 0
     assert second["cached_tokens"] > 150  # system prompt + profile restored, not evaluated
     assert second["prompt_tokens"] == first["prompt_tokens"]
-    # A changed profile is a different prefix: a new state, the old one kept (up to 4).
+    # A changed profile is a different prefix: a new state replaces the old one.
     me("profile", "add", "Use metric units.")
     third = me("--json", "--no-memory", "Say hi.", "--max-tokens", "2").json()["timings"]
     assert third["cached_tokens"] == 0
-    assert len(list((me_home / "cache" / "prompts").glob("*.state"))) == 2
+    assert [p.name for p in (me_home / "cache" / "prompts").glob("*.state")] != [saved[0].name]
+    assert len(list((me_home / "cache" / "prompts").glob("*.state"))) == 1
