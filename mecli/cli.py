@@ -702,7 +702,7 @@ def run(args: list[str] | None = None, env: Environment | None = None) -> int:
     except click.ClickException as e:
         e.show(file=env.stderr)
         status = ExitStatus.USAGE if isinstance(e, click.UsageError) else e.exit_code
-    except (KeyboardInterrupt, typer.Abort, click.Abort):
+    except (KeyboardInterrupt, typer.Abort, getattr(click, "Abort", typer.Abort)):
         env.stderr.write("\ninterrupted\n")
         status = ExitStatus.INTERRUPTED
     except BrokenPipeError:

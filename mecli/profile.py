@@ -39,10 +39,17 @@ def give_feedback(app, text: str, *, to: int | None = None, general: bool = Fals
         fid, outcome = learning.record_feedback(
             store, text or kind, source="explicit", kind=kind, message_id=message_id,
             min_support=app.config.rule_min_support)
-    result = {"id": fid, "message_id": message_id, "kind": kind, "text": text, "source": "explicit"}
+    result = {"id": fid, "message_id": message_id, "kind": kind, "text": text, "source": "explicit",
+              "general": message_id is None}
     if outcome:
         result["outcome"] = outcome
         result["rule"] = store.rule(outcome["rule_id"])
+        result["rules"] = [store.rule(o["rule_id"]) for o in outcome.get("outcomes", [outcome])]
+    else:
+        result["rules"] = []
+        if kind != "good" and text:
+            result["note"] = ("kept as feedback; no general rule in it (say it as an instruction, "
+                              "e.g. 'always ...', 'never ...', 'use ...', or `me profile add`)")
     return result
 
 
@@ -53,18 +60,33 @@ def _rule_or_error(store, rule_id: int) -> dict:
     return rule
 
 
+MAX_RULE_CHARS = 500
+
+
 def add_rule(app, text: str, pin: bool = False) -> dict:
+    """An active rule by hand. It supersedes live rules that say the opposite on its subject
+    (kept, visible with --all); a rule with the same text is marked as added by hand."""
     text = " ".join(text.split())
-    if not text:
-        raise UsageError("empty rule")
-    if len(text) > 500:
-        raise UsageError("a rule is one short sentence (at most 500 characters)")
-    p = learning.phrase(text)
-    subject = p.subject if p else " ".join(sorted(learning.content_words(text)))
+    if not text.strip(" .!"):
+        raise UsageError("empty rule: say what `me` should do, e.g. 'Use metric units.'")
+    if len(text) > MAX_RULE_CHARS:
+        raise UsageError(f"a rule is one short sentence (at most {MAX_RULE_CHARS} characters)")
     store = app.store
+    key = learning.key_for(text)
+    text = learning.as_sentence(text)
     with store.transaction():
-        rid = store.add_rule(learning.as_sentence(text), "active", subject, manual=True, pinned=pin)
-    return store.rule(rid)
+        same = [r for r in store.rules(("active", "candidate")) if r["text"].lower() == text.lower()]
+        if same:
+            rid = same[0]["id"]
+            store.update_rule(rid, text=text, status="active", manual=1,
+                              pinned=int(pin or same[0]["pinned"]))
+        else:
+            rid = store.add_rule(text, "active", key, manual=True, pinned=pin)
+        superseded = learning.supersede_contradicting(store, rid, key)
+    rule = store.rule(rid)
+    if superseded:
+        rule["superseded"] = superseded
+    return rule
 
 
 def explain(app, rule_id: int) -> tuple[dict, list[dict]]:
@@ -73,11 +95,14 @@ def explain(app, rule_id: int) -> tuple[dict, list[dict]]:
 
 
 def set_pinned(app, rule_id: int, pinned: bool) -> dict:
+    """Pin (always prepended, first) or unpin. Pinning a candidate or superseded rule makes it
+    active again, and it supersedes what contradicts it: the user's explicit choice wins."""
     store = app.store
     rule = _rule_or_error(store, rule_id)
     if pinned and rule["status"] != "active":
         with store.transaction():
-            store.update_rule(rule_id, pinned=1, status="active")
+            store.update_rule(rule_id, pinned=1, status="active", superseded_by=None)
+            learning.supersede_contradicting(store, rule_id, learning.rule_key(rule))
     else:
         with store.transaction():
             store.update_rule(rule_id, pinned=int(pinned))
@@ -106,7 +131,8 @@ EDIT_HEADER = """\
 #   Add a line "new | active | Your rule." to add one.  Lines starting with # are ignored.
 # Superseded rules are not listed; `me profile --all` shows them.
 """
-LINE = re.compile(r"^\s*(\d+|new)\s*\|\s*(active|candidate|pinned)\s*\|\s*(.+?)\s*$", re.I)
+LINE = re.compile(r"^\s*(\d+|new)\s*\|\s*(\w+)\s*\|\s*(.*?)\s*$", re.I)
+STATUSES = ("active", "candidate", "pinned")
 
 
 def render_for_edit(store) -> str:
@@ -119,6 +145,9 @@ def render_for_edit(store) -> str:
 
 def parse_edit(text: str, store) -> list[tuple[int | None, str, str]]:
     """[(rule id or None for new, status, text)]; raises UsageError naming each bad line."""
+    if not text.strip():
+        raise UsageError("the file is empty (to remove every rule, keep the header and delete "
+                         "the rule lines)")
     out, errors, seen = [], [], set()
     for n, line in enumerate(text.splitlines(), start=1):
         if not line.strip() or line.lstrip().startswith("#"):
@@ -127,31 +156,56 @@ def parse_edit(text: str, store) -> list[tuple[int | None, str, str]]:
         if not m:
             errors.append(f"line {n}: expected 'ID | active|candidate|pinned | text'")
             continue
+        status, rule_text = m.group(2).lower(), " ".join(m.group(3).split())
+        if status not in STATUSES:
+            errors.append(f"line {n}: unknown status {m.group(2)!r} (use active, candidate or pinned)")
+            continue
+        if not rule_text.strip(" .!"):
+            errors.append(f"line {n}: the rule text is empty (delete the line to remove the rule)")
+            continue
+        if len(rule_text) > MAX_RULE_CHARS:
+            errors.append(f"line {n}: a rule is one short sentence (at most {MAX_RULE_CHARS} characters)")
+            continue
         rid = None if m.group(1).lower() == "new" else int(m.group(1))
         if rid is not None:
-            if store.rule(rid) is None:
+            rule = store.rule(rid)
+            if rule is None:
                 errors.append(f"line {n}: no rule with id {rid}")
+                continue
+            if rule["status"] == "superseded":
+                errors.append(f"line {n}: rule {rid} is superseded; add it again as 'new | active | ...'")
                 continue
             if rid in seen:
                 errors.append(f"line {n}: rule {rid} listed twice")
                 continue
             seen.add(rid)
-        out.append((rid, m.group(2).lower(), m.group(3)))
+        out.append((rid, status, rule_text))
     # Two active rules that say opposite things about one subject can't both hold.
-    active = [(n, learning.phrase(t)) for n, (_, s, t) in enumerate(out) if s in ("active", "pinned")]
-    for i, (_, a) in enumerate(active):
-        for _, b in active[i + 1:]:
-            if a and b and a.subject == b.subject and (
-                    (a.value and b.value and a.value != b.value) or (a.value is None and a.positive != b.positive)):
-                errors.append(f"rules {a.rule!r} and {b.rule!r} contradict each other: keep one")
+    active = [(t, _edit_key(store, rid, t)) for rid, s, t in out if s in ("active", "pinned")]
+    for i, (ta, ka) in enumerate(active):
+        for tb, kb in active[i + 1:]:
+            if learning.contradicts(ka, kb):
+                errors.append(f"rules {learning.as_sentence(ta)!r} and {learning.as_sentence(tb)!r} "
+                              "contradict each other: keep one")
     if errors:
-        raise UsageError("; ".join(errors))
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise UsageError(errors[0] + more if len(errors) > 3 else "; ".join(errors))
     return out
+
+
+def _edit_key(store, rid: int | None, text: str) -> str:
+    """The key of an edited line: the stored one when the text is unchanged."""
+    if rid is not None:
+        rule = store.rule(rid)
+        if rule and learning.as_sentence(text) == rule["text"]:
+            return learning.rule_key(rule)
+    return learning.key_for(text)
 
 
 def apply_edit(store, parsed: list[tuple[int | None, str, str]]) -> dict:
     counts = {"added": 0, "changed": 0, "removed": 0}
     keep = {rid for rid, _, _ in parsed if rid is not None}
+    touched = []
     with store.transaction():
         for rule in store.rules(("active", "candidate")):
             if rule["id"] not in keep:
@@ -162,14 +216,23 @@ def apply_edit(store, parsed: list[tuple[int | None, str, str]]) -> dict:
             status = "active" if pinned else status
             text = learning.as_sentence(text)
             if rid is None:
-                p = learning.phrase(text)
-                store.add_rule(text, status, p.subject if p else None, manual=True, pinned=pinned)
+                touched.append(store.add_rule(text, status, learning.key_for(text), manual=True,
+                                              pinned=pinned))
                 counts["added"] += 1
                 continue
             rule = store.rule(rid)
             if (rule["text"], rule["status"], rule["pinned"]) != (text, status, pinned):
-                store.update_rule(rid, text=text, status=status, pinned=int(pinned))
+                fields = {"status": status, "pinned": int(pinned)}
+                if text != rule["text"]:  # edited by hand: its subject is what the new text says
+                    fields.update(text=text, subject=learning.key_for(text), manual=1)
+                store.update_rule(rid, **fields)
+                touched.append(rid)
                 counts["changed"] += 1
+        # A removed rule gives back the rule it had superseded; what the file says wins over it.
+        for rid in touched:
+            rule = store.rule(rid)
+            if rule["status"] == "active":
+                learning.supersede_contradicting(store, rid, learning.rule_key(rule))
     return counts
 
 
