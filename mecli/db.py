@@ -561,10 +561,14 @@ class Store:
             "UPDATE rules SET first_seen = min(first_seen, ?), last_seen = max(last_seen, ?) "
             "WHERE id = ?", (seen_at, seen_at, rule_id))
 
-    def delete_rule(self, rule_id: int) -> None:
+    def delete_rule(self, rule_id: int, revive_superseded: bool = True) -> None:
+        """Delete a rule. When forgetting (revive_superseded), the rule it had
+        superseded comes back, as if the newer word was never said; a plain
+        `profile rm` leaves the old one superseded (pin it to bring it back)."""
         with self.transaction():
-            self.conn.execute("UPDATE rules SET status = 'active' "
-                              "WHERE superseded_by = ? AND status = 'superseded'", (rule_id,))
+            if revive_superseded:
+                self.conn.execute("UPDATE rules SET status = 'active' "
+                                  "WHERE superseded_by = ? AND status = 'superseded'", (rule_id,))
             # Every reference goes (a superseded rule re-activated by hand keeps one).
             self.conn.execute("UPDATE rules SET superseded_by = NULL WHERE superseded_by = ?",
                               (rule_id,))

@@ -110,17 +110,16 @@ def set_pinned(app, rule_id: int, pinned: bool) -> dict:
 
 
 def remove_rule(app, rule_id: int, forget_sources: bool = False) -> dict:
+    """`me profile rm`: the rule goes; with forget_sources, the feedback behind it
+    too, for real (see forgetting.forget_rule)."""
+    from mecli import forgetting
+
     store = app.store
-    rule = _rule_or_error(store, rule_id)
-    counts = {"rules": 1, "feedback": 0}
-    if forget_sources and rule["sources"]:
-        counts = store.forget_feedback(rule["sources"])
-        if store.rule(rule_id) is not None:
-            store.delete_rule(rule_id)
-        store.scrub()
-    else:
-        store.delete_rule(rule_id)
-    return counts
+    _rule_or_error(store, rule_id)
+    if forget_sources:
+        return forgetting.forget_rule(store, app.paths, rule_id)
+    store.delete_rule(rule_id, revive_superseded=False)
+    return {"rules": 1, "feedback": 0}
 
 
 # --- editing in $EDITOR -------------------------------------------------------------------
