@@ -1,8 +1,10 @@
 """The interactive chat: prompt-toolkit input, streamed answers, slash commands.
 
 Enter sends; Alt-Enter (or Esc then Enter) adds a line; a message that starts
-with \"\"\" goes on until a line that ends with \"\"\". Ctrl-C stops an answer and
-stays; Ctrl-D leaves.
+with \"\"\" goes on, Enter adding lines, until a line that ends with \"\"\" (the
+whole block is one message and one entry of the input history). Ctrl-C stops an
+answer (the partial answer is kept) and stays; at the prompt it clears the line.
+Ctrl-D leaves.
 """
 
 from __future__ import annotations
@@ -79,7 +81,9 @@ class Repl:
 
     def _session(self):
         from prompt_toolkit import PromptSession
+        from prompt_toolkit.application import get_app
         from prompt_toolkit.completion import WordCompleter
+        from prompt_toolkit.filters import Condition
         from prompt_toolkit.key_binding import KeyBindings
 
         bindings = KeyBindings()
@@ -88,23 +92,20 @@ class Repl:
         def _newline(event):
             event.current_buffer.insert_text("\n")
 
+        @bindings.add("enter", filter=Condition(lambda: _open_block(get_app().current_buffer.text)))
+        def _block_line(event):
+            event.current_buffer.insert_text("\n")  # inside a \"\"\" block Enter adds a line
+
         self.history = _history_class()(self.app.paths.input_history, self.app.config.history_size)
         self.history.paused = self.incognito
-        completer = WordCompleter(list(COMMANDS), sentence=True,
-                                  pattern=__import__("re").compile(r"^(/\w*)"))
+        completer = WordCompleter(list(COMMANDS), sentence=True)
         return PromptSession(history=self.history, key_bindings=bindings, completer=completer,
-                             complete_while_typing=True, input=self._input, output=self._output)
+                             complete_while_typing=True, prompt_continuation=_continuation,
+                             input=self._input, output=self._output)
 
     def _read(self, session) -> str:
         label = "me (incognito)> " if self.incognito else "me> "
-        text = session.prompt(label)
-        if text.lstrip().startswith('"""'):
-            lines = [text.lstrip()[3:]]
-            while not lines[-1].rstrip().endswith('"""'):
-                lines.append(session.prompt("... "))
-            lines[-1] = lines[-1].rstrip()[:-3]
-            text = "\n".join(lines).strip("\n")
-        return text
+        return _unwrap_block(session.prompt(label))
 
     # --- loop ------------------------------------------------------------------------------
 
@@ -122,12 +123,18 @@ class Repl:
                 continue
             try:
                 if text.startswith("/"):
-                    if self.command(text) == "exit":
+                    if self.command(text.strip()) == "exit":
                         return
                 else:
                     self.ask(text)
+            except KeyboardInterrupt:
+                self.printer.notice("interrupted")  # Ctrl-C outside the answer: stay
+            except EOFError:
+                self.printer.notice("cancelled")  # Ctrl-D at a confirmation
             except MeError as e:
                 self.printer.error(e.message)
+            except Exception as e:  # a bug: say it in one line and keep the session
+                self.printer.error(f"unexpected {type(e).__name__}: {e}")
 
     def ask(self, text: str) -> None:
         history = self.incognito_history if self.incognito else None
@@ -155,7 +162,7 @@ class Repl:
 
     def command(self, line: str) -> str | None:
         name, _, rest = line.strip().partition(" ")
-        name = name.lower()
+        name = _resolve(name.lower())
         p = self.printer
         if name in ("/exit", "/quit", "/bye"):
             return "exit"
@@ -167,8 +174,12 @@ class Repl:
             p.notice("new conversation")
         elif name == "/history":
             rows = self.app.store.conversations(10)
+            if not rows:
+                p.notice("no conversations yet")
+                return None
             p.table(["id", "updated", "messages", "title"],
-                    [[r["id"], r["updated_at"][:16], r["messages"], r["title"]] for r in rows])
+                    [[r["id"], r["updated_at"].replace("T", " ")[:16], r["messages"], r["title"]]
+                     for r in rows])
         elif name == "/context":
             self._context()
         elif name in ("/feedback", "/good", "/bad"):
@@ -244,6 +255,36 @@ class Repl:
             self.conversation_id = None
         self.printer.notice(f"forgotten: {counts['messages']} messages, {counts['feedback']} "
                             f"feedback items, {counts['rules']} rules")
+
+
+def _resolve(name: str) -> str:
+    """A command from its name or an unambiguous start of it (/he: /help)."""
+    if name in COMMANDS or name in ("/quit", "/bye"):
+        return name
+    matches = [c for c in COMMANDS if c.startswith(name)] if len(name) >= 3 else []
+    return matches[0] if len(matches) == 1 else name
+
+
+def _open_block(text: str) -> bool:
+    """Inside a \"\"\" block that is not closed yet?"""
+    s = text.lstrip()
+    return s.startswith('"""') and not s[3:].rstrip().endswith('"""')
+
+
+def _unwrap_block(text: str) -> str:
+    """The message inside a \"\"\" block (the text itself when it isn't one)."""
+    s = text.strip()
+    if not s.startswith('"""'):
+        return text
+    s = s[3:]
+    if s.rstrip().endswith('"""'):
+        s = s.rstrip()[:-3]
+    return s.strip("\n")
+
+
+def _continuation(width: int, line_number: int, wrap_count: int) -> str:
+    """Before each further line of a message: '... '; before a wrapped part: blanks."""
+    return " " * width if wrap_count else "." * (width - 1) + " "
 
 
 def _transient(role: str, content: str) -> Message:
