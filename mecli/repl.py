@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import shlex
 
-from mecli import assistant, forgetting, profile
+from mecli import assistant, profile
 from mecli.db import Message, now_iso
 from mecli.environment import Environment, MeError
 
@@ -154,9 +154,10 @@ class Repl:
             self.conversation_id = result.conversation_id
             self.last_answer_id = result.message_id
         for item in result.learned:
-            if item.get("rule_id"):
-                rule = self.app.store.rule(item["rule_id"])
-                self.printer.notice(f"noted: {rule['text']} ({rule['status']})")
+            rule = self.app.store.rule(item["rule_id"]) if item.get("rule_id") else None
+            # Candidates stay quiet: a one-off request is not worth a notice.
+            if rule and rule["status"] == "active":
+                self.printer.notice(f"noted: {rule['text']}")
 
     # --- slash commands ----------------------------------------------------------------------
 
@@ -224,37 +225,19 @@ class Repl:
         self.printer.notice(msg)
 
     def _forget(self, rest: str) -> None:
-        args = shlex.split(rest)
-        ids, conversation, words = [], None, []
-        it = iter(args)
-        for a in it:
-            if a == "--id":
-                ids.append(int(next(it, "0")))
-            elif a == "--conversation":
-                conversation = int(next(it, "0"))
-            else:
-                words.append(a)
-        store = self.app.store
-        selection = forgetting.select_for_forget(store, self.app.models, " ".join(words), ids=ids,
-                                             conversation=conversation, before=None, since=None,
-                                             everything=False, k=20)
-        if not selection:
-            self.printer.notice("nothing matches")
-            return
-        self.printer.table(["id", "role", "content"],
-                           [[m.id, m.role, m.content[:80]] for m in selection])
-        from prompt_toolkit import prompt
+        """`/forget ARGS` is `me forget ARGS`: the same selectors, table and question."""
+        from mecli.cli import run
 
-        answer = prompt(f"Forget these {len(selection)} messages for good? [y/N] ",
-                        input=self._input, output=self._output)
-        if answer.strip().lower() not in ("y", "yes"):
-            self.printer.notice("nothing forgotten")
+        try:
+            args = shlex.split(rest)
+        except ValueError as e:
+            self.printer.error(f"/forget: {e}")
             return
-        counts = forgetting.forget(store, self.app.paths, [m.id for m in selection])
+        run(["forget", *args], env=self.env)
+        store = self.app.store
         if self.conversation_id is not None and not store.conversation_exists(self.conversation_id):
             self.conversation_id = None
-        self.printer.notice(f"forgotten: {counts['messages']} messages, {counts['feedback']} "
-                            f"feedback items, {counts['rules']} rules")
+            self.last_answer_id = None
 
 
 def _resolve(name: str) -> str:

@@ -281,3 +281,21 @@ def test_a_command_can_be_shortened_when_unambiguous(typed, command):
     from mecli.repl import _resolve
 
     assert _resolve(typed) == command
+
+
+def test_forget_in_the_repl_asks_then_deletes(chat, store, me_home):
+    c = chat("chat")
+    c.say("My locker code is zanzibar77.")
+    convs = conversations(store)
+    assert len(convs) == 1
+    c.child.send("/forget zanzibar77\r")
+    c.child.expect("for good")
+    c.child.send("y\r")
+    shown = c.prompt()
+    assert "forgotten" in shown
+    assert store.conversations(10) == []
+    c.say("/forget --id notanumber")  # a bad selector: an error line, the REPL stays
+    c.say("Say hi.")
+    assert len(conversations(store)) == 1
+    assert c.quit() == 0
+    assert "zanzibar77" not in (me_home / "input_history").read_text(encoding="utf-8")
