@@ -572,7 +572,7 @@ def reindex(ctx: typer.Context,
     if embedder is None:
         raise MeError("; ".join(a.models.notices) or "no embedding model configured",
                       ExitStatus.USAGE)
-    model_id = a.store.vec_model(embedder.name, embedder.dim)
+    model_id = a.store.vec_model(embedder.key, embedder.dim)
     todo = a.store.count_without_vectors(model_id)
     if json_ or not state.printer.err_console.is_terminal:
         done = memory.embed_pending(a.store, a.models, limit=None)
@@ -583,10 +583,17 @@ def reindex(ctx: typer.Context,
             task = progress.add_task("embedding", total=todo)
             done = memory.embed_pending(a.store, a.models, limit=None,
                                         progress=lambda n: progress.advance(task, n))
+    # Vectors of other models are never used again: drop them (they hold derived data).
+    dropped = [m for m in a.store.vec_models() if m["id"] != model_id]
+    for m in dropped:
+        a.store.drop_vec_model(m["id"])
     if json_:
-        state.printer.json({"model": embedder.name, "dim": embedder.dim, "embedded": done})
+        state.printer.json({"model": embedder.name, "dim": embedder.dim, "embedded": done,
+                            "dropped_models": [m["name"] for m in dropped]})
     else:
         state.printer.notice(f"embedded {done} messages with {embedder.name}")
+        for m in dropped:
+            state.printer.notice(f"dropped {m['vectors']} vectors of the previous model {m['name']}")
 
 
 # --- config, doctor --------------------------------------------------------------------------

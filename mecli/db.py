@@ -236,8 +236,8 @@ def vec_blob(vector: Iterable[float]) -> bytes:
 class Store:
     """All reads and writes of `me`'s data. Nothing else writes SQL."""
 
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, path: Path | str):
+        self.path = path = Path(path)
         self.db = connect(path)
         self.conn = self.db.conn
 
@@ -396,38 +396,71 @@ class Store:
 
     # --- full-text search ------------------------------------------------------
 
-    def fts_search(self, match: str, limit: int) -> list[tuple[int, float]]:
-        """(message id, bm25 score: lower is better) for an FTS5 MATCH expression."""
+    def fts_search(self, match: str, limit: int, newest_first: bool = False) -> list[tuple[int, float]]:
+        """(message id, bm25 score: lower is better) for an FTS5 MATCH expression.
+
+        BM25 scores every matching message; `newest_first` skips that (the score
+        is 0.0) and reads the newest matches only.
+        """
+        if newest_first:
+            return self.q("SELECT rowid, 0.0 FROM messages_fts WHERE messages_fts MATCH ? "
+                          "ORDER BY rowid DESC LIMIT ?", (match, limit))
         return self.q(
             "SELECT rowid, bm25(messages_fts) FROM messages_fts WHERE messages_fts MATCH ? "
-            "ORDER BY bm25(messages_fts) LIMIT ?",
+            "ORDER BY bm25(messages_fts), rowid DESC LIMIT ?",  # equal scores: the newer first
             (match, limit),
         )
+
+    def fts_count(self, match: str, cap: int) -> int:
+        """How many messages match, counting up to `cap` (cheap: no ranking)."""
+        return self.one("SELECT count(*) FROM (SELECT rowid FROM messages_fts "
+                        "WHERE messages_fts MATCH ? LIMIT ?)", (match, cap))
 
     # --- vectors --------------------------------------------------------------------
 
     def vec_model(self, name: str, dim: int) -> int:
-        """The id of the vector table for this model, created on first use."""
+        """The id of the vector table for this model, created on first use.
+
+        A table under the same name with another dimension holds vectors of some
+        other model (a file of the same name): they can't be compared with this
+        model's, so that table goes and a new one is made.
+
+        Layout: binary-quantized vectors (`bit[dim]`, for a fast coarse KNN) with
+        the full float32 vector as an auxiliary column (exact cosine re-ranking).
+        """
         row = self.conn.execute("SELECT id, dim FROM vec_models WHERE name = ?", (name,)).fetchone()
         if row:
-            if row[1] != dim:
-                raise MeError(f"embedding model {name} now gives {dim} dimensions, the stored "
-                              f"vectors have {row[1]}: run `me reindex`")
-            return row[0]
+            if row[1] == dim:
+                return row[0]
+            self.drop_vec_model(row[0])
+        if dim % 8:
+            column = f"embedding float[{int(dim)}] distance_metric=cosine"
+        else:
+            column = f"embedding bit[{int(dim)}], +vector blob"
         with self.transaction():
             cur = self.conn.execute(
                 "INSERT INTO vec_models (name, dim, created_at) VALUES (?,?,?)", (name, dim, now_iso()))
             model_id = cur.lastrowid
-            self.conn.execute(
-                f"CREATE VIRTUAL TABLE vec_{model_id} USING vec0("
-                f"embedding float[{int(dim)}] distance_metric=cosine)")
+            self.conn.execute(f"CREATE VIRTUAL TABLE vec_{model_id} USING vec0({column})")
         return model_id
+
+    def _vec_quantized(self, model_id: int) -> bool:
+        """Whether a vector table has the quantized layout (tables made before it: float)."""
+        cache = self.__dict__.setdefault("_vec_layouts", {})
+        if model_id not in cache:
+            sql = self.one("SELECT sql FROM sqlite_master WHERE name = ?", (f"vec_{int(model_id)}",))
+            cache[model_id] = bool(sql and "+vector" in sql)
+        return cache[model_id]
 
     def has_vectors(self) -> bool:
         return bool(self.one("SELECT 1 FROM vec_models LIMIT 1"))
 
-    def vec_model_id(self, name: str) -> int | None:
-        return self.one("SELECT id FROM vec_models WHERE name = ?", (name,))
+    def vec_model_id(self, name: str, dim: int | None = None) -> int | None:
+        """The vector table of this model (None if it has none, or one of another dimension)."""
+        row = self.conn.execute("SELECT id, dim FROM vec_models WHERE name = ?", (name,)).fetchone()
+        if row is None or (dim is not None and row[1] != dim):
+            return None
+        return row[0]
 
     def vec_models(self) -> list[dict]:
         out = []
@@ -440,16 +473,19 @@ class Store:
         with self.transaction():
             self.conn.execute(f"DROP TABLE IF EXISTS vec_{int(model_id)}")
             self.conn.execute("DELETE FROM vec_models WHERE id = ?", (model_id,))
+        self.__dict__.get("_vec_layouts", {}).pop(model_id, None)
 
     def add_vectors(self, model_id: int, items: list[tuple[int, list[float]]]) -> None:
+        table = f"vec_{int(model_id)}"
+        if self._vec_quantized(model_id):
+            sql = (f"INSERT INTO {table} (rowid, embedding, vector) "
+                   "VALUES (?, vec_quantize_binary(?2), ?2)")
+        else:
+            sql = f"INSERT INTO {table} (rowid, embedding) VALUES (?, ?)"
         # vec0 has no INSERT OR REPLACE: a vector stored meanwhile (another process) is replaced.
         with self.transaction():
-            self.conn.executemany(f"DELETE FROM vec_{int(model_id)} WHERE rowid = ?",
-                                  [(mid,) for mid, _ in items])
-            self.conn.executemany(
-                f"INSERT INTO vec_{int(model_id)} (rowid, embedding) VALUES (?, ?)",
-                [(mid, vec_blob(v)) for mid, v in items],
-            )
+            self.conn.executemany(f"DELETE FROM {table} WHERE rowid = ?", [(mid,) for mid, _ in items])
+            self.conn.executemany(sql, [(mid, vec_blob(v)) for mid, v in items])
 
     def messages_without_vectors(self, model_id: int, limit: int | None = None) -> list[Message]:
         sql = (f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id NOT IN "
@@ -462,12 +498,36 @@ class Store:
         return self.one(f"SELECT count(*) FROM messages WHERE id NOT IN "
                         f"(SELECT rowid FROM vec_{int(model_id)})")
 
+    # Quantized tables: how many nearest by Hamming distance are re-ranked exactly. Up to
+    # EXACT_UP_TO vectors, all of them (exact search); above, COARSE_FACTOR * limit (at least
+    # COARSE_MIN): the coarse KNN's cost grows with k, and re-ranking a few hundred candidates
+    # keeps nearly all of the exact top results (measured: benchmarks/search_latency.py).
+    EXACT_UP_TO = 1024  # one vec0 chunk: the KNN with k = all of them stays cheap
+    COARSE_FACTOR = 3
+    COARSE_MIN = 150
+
     def vec_search(self, model_id: int, vector: list[float], limit: int) -> list[tuple[int, float]]:
         """(message id, cosine distance: lower is better), nearest first."""
+        table = f"vec_{int(model_id)}"
+        if not self._vec_quantized(model_id):
+            return self.q(
+                f"SELECT rowid, distance FROM {table} WHERE embedding MATCH ? AND k = ? "
+                "ORDER BY distance",
+                (vec_blob(vector), limit),
+            )
+        try:  # the row count of vec0's own rowid table: instant (count(*) on vec0 scans)
+            n = self.one(f"SELECT count(*) FROM {table}_rowids")
+        except Exception:
+            n = None
+        if n is not None and n <= self.EXACT_UP_TO:
+            coarse = max(n, 1)
+        else:
+            coarse = min(4096, max(self.COARSE_MIN, self.COARSE_FACTOR * limit))
         return self.q(
-            f"SELECT rowid, distance FROM vec_{int(model_id)} WHERE embedding MATCH ? AND k = ? "
-            "ORDER BY distance",
-            (vec_blob(vector), limit),
+            f"SELECT rowid, vec_distance_cosine(vector, ?1) AS d FROM "
+            f"(SELECT rowid, vector FROM {table} WHERE embedding MATCH vec_quantize_binary(?1) "
+            "AND k = ?2) ORDER BY d, rowid DESC LIMIT ?3",
+            (vec_blob(vector), coarse, limit),
         )
 
     # --- feedback and rules -------------------------------------------------------

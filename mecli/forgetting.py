@@ -101,7 +101,7 @@ def search_matches(store: Store, models: Models | None, query: str, k: int) -> t
             embedder = models.embedder()
         except MeError:
             pass
-        model_id = store.vec_model_id(embedder.name) if embedder is not None else None
+        model_id = store.vec_model_id(embedder.key) if embedder is not None else None
         if model_id is not None:
             vector = embedder.embed([query])[0]
             close = [mid for mid, distance in store.vec_search(model_id, vector, depth + 1)

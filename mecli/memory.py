@@ -4,6 +4,16 @@ Every message is indexed twice: FTS5 (BM25 over words) and a vec0 table of
 sentence embeddings from the configured embedding model. Search fuses the two
 rankings with weighted reciprocal rank fusion and breaks ties by recency.
 Recall turns the best hits from other conversations into a quoted memory block.
+
+What a message is indexed as (measured on LoCoMo part 1 with MiniLM, recall_any@10;
+benchmarks/locomo_recall.py):
+- words (FTS5): the turn before it, then its own text. A reply ("Yes, last
+  Tuesday, at the lake") is found by what it answers: BM25 0.69 -> 0.78.
+- meaning (vectors): its own text only. A vector of the turn with the one before
+  mixed in is worse (0.55 -> 0.52); with the next one, no better in the fusion.
+- not the date: "[8 May 2023]" in the indexed text gained about 0.02, but then
+  a search (or `me forget`) for a month or a year would match every message of
+  that month whatever it says.
 """
 
 from __future__ import annotations
@@ -13,13 +23,19 @@ from dataclasses import dataclass
 from typing import Callable
 
 from mecli.db import Message, Store
+from mecli.environment import MeError
 from mecli.models import Models
 
-# Reciprocal rank fusion: score = sum(weight / (RRF_K + rank)).
-RRF_K = 60
+# Reciprocal rank fusion: score = sum(weight / (RRF_K + rank)). Words weigh more than
+# meaning: with MiniLM, vectors alone find less than BM25 over turns with their
+# context, and an equal say drags the fusion below BM25 at k <= 10. A small RRF_K lets
+# the top of each ranking count. Measured on LoCoMo (see the benchmark).
+RRF_K = 20
 FTS_WEIGHT = 1.0
-VEC_WEIGHT = 1.0
+VEC_WEIGHT = 0.5
 CANDIDATES = 50  # how deep each ranking is read before fusing
+FTS_POSTINGS = 8000  # at most this many matching messages are scored by BM25 per search
+MAX_QUERY_WORDS = 32
 
 STOPWORDS = frozenset(
     "a an and are as at be but by did do does for from had has have he her his how i if in into is "
@@ -44,29 +60,70 @@ class Hit:
         }
 
 
+def query_words(text: str) -> list[str]:
+    """The words a query is matched by: lowercased, stopwords out (unless that's all)."""
+    words = re.findall(r"\w+", text.lower())
+    content = [w for w in words if w not in STOPWORDS]
+    return list(dict.fromkeys(content or words))[:MAX_QUERY_WORDS]
+
+
+def _match(words: list[str]) -> str:
+    return " OR ".join('"' + w.replace('"', '""') + '"' for w in words)
+
+
 def fts_query(text: str) -> str | None:
     """A safe FTS5 MATCH expression: the query's words, quoted, OR-ed.
 
     Quoting every term means punctuation and FTS syntax in the query (`"`,
     `AND(`, `*`) are searched as words, never parsed as operators.
     """
-    words = [w for w in re.findall(r"\w+", text.lower()) if w not in STOPWORDS]
-    if not words:
-        words = re.findall(r"\w+", text.lower())
-    unique = list(dict.fromkeys(words))[:64]
-    if not unique:
-        return None
-    return " OR ".join('"' + w.replace('"', '""') + '"' for w in unique)
+    words = query_words(text)
+    return _match(words) if words else None
 
 
-def index_text(content: str, previous: Message | None = None) -> str:
-    """What a message is indexed as: its text, with the turn before it as context.
+def word_ranking(store: Store, query: str, depth: int) -> list[int]:
+    """Message ids by BM25 over the query's words, best first.
 
-    A reply like "Yes, last Tuesday" is findable by what it answers.
+    BM25 has to score every message that has any of the words, which is what
+    makes a search slow in a large history. So the words are taken rarest first
+    while the messages they match stay within FTS_POSTINGS (counting is cheap);
+    a word in more messages than that weighs next to nothing in BM25 anyway. If
+    even the rarest word is that common, its newest matches are returned.
     """
-    if previous is None:
+    words = query_words(query)
+    if not words:
+        return []
+    counts = {w: store.fts_count(_match([w]), FTS_POSTINGS + 1) for w in words}
+    present = sorted((w for w in words if counts[w]), key=lambda w: counts[w])
+    if not present:
+        return []
+    chosen, total = [], 0
+    for w in present:
+        if total + counts[w] > FTS_POSTINGS:
+            break
+        chosen.append(w)
+        total += counts[w]
+    if not chosen:
+        return [mid for mid, _ in store.fts_search(_match(present[:1]), depth, newest_first=True)]
+    return [mid for mid, _ in store.fts_search(_match(chosen), depth)]
+
+
+def index_text(content: str | Message, previous: Message | None = None) -> str:
+    """What a message is indexed as for words: its text, with the turn before it as context.
+
+    A reply like "Yes, last Tuesday" is findable by what it answers. (Used for
+    chatted and imported messages alike; `content` may be the Message itself.)
+    """
+    if isinstance(content, Message):
+        content = content.content
+    if previous is None or not previous.content.strip():
         return content
     return f"{previous.content}\n{content}"
+
+
+def embedding_text(message: Message) -> str:
+    """What a message is embedded as: its own text (see the module docstring)."""
+    return message.content
 
 
 def store_message(store: Store, conversation_id: int, role: str, content: str, **fields) -> int:
@@ -76,28 +133,27 @@ def store_message(store: Store, conversation_id: int, role: str, content: str, *
                              index_text=index_text(content, last[0] if last else None), **fields)
 
 
-def _embedding_texts(store: Store, messages: list[Message]) -> list[str]:
-    texts = []
-    for m in messages:
-        prev = store.neighbours(m, before=1)
-        texts.append(index_text(m.content, prev[0] if prev else None))
-    return texts
-
-
 def embed_pending(store: Store, models: Models, limit: int | None = 256,
                   progress: Callable[[int], None] | None = None, batch: int = 32) -> int:
-    """Embed messages that have no vector from the current embedding model."""
+    """Embed messages that have no vector from the current embedding model.
+
+    The vectors go to that model's own table (by name and dimension): vectors of
+    another model are never compared with its own.
+    """
     embedder = models.embedder()
     if embedder is None:
         return 0
-    model_id = store.vec_model(embedder.name, embedder.dim)
+    model_id = store.vec_model(embedder.key, embedder.dim)
     done = 0
     while limit is None or done < limit:
         size = batch if limit is None else min(batch, limit - done)
         pending = store.messages_without_vectors(model_id, limit=size)
         if not pending:
             break
-        vectors = embedder.embed(_embedding_texts(store, pending))
+        try:
+            vectors = embedder.embed([embedding_text(m) for m in pending])
+        except (ValueError, RuntimeError, OSError) as e:
+            raise MeError(f"embedding with {embedder.name} failed: {e}") from None
         store.add_vectors(model_id, [(m.id, v) for m, v in zip(pending, vectors)])
         done += len(pending)
         if progress:
@@ -105,27 +161,56 @@ def embed_pending(store: Store, models: Models, limit: int | None = 256,
     return done
 
 
+def _notice(models: Models, text: str) -> None:
+    if text not in models.notices:
+        models.notices.append(text)
+
+
+def _query_vector_ranking(store: Store, models: Models, query: str,
+                          depth: int) -> list[int] | None:
+    """Message ids nearest in meaning to the query, or None (words only)."""
+    # No stored vectors at all: nothing to compare with, so don't load (or download) a model.
+    if not store.has_vectors():
+        return None
+    embedder = models.embedder()  # None when unavailable: Models says so once
+    if embedder is None:
+        return None
+    model_id = store.vec_model_id(embedder.key, embedder.dim)
+    if model_id is None:
+        _notice(models, f"the stored vectors are from another embedding model than "
+                        f"{embedder.name}: recall uses words only until `me reindex`")
+        return None
+    try:
+        vector = embedder.embed([query])[0]
+        return [mid for mid, _ in store.vec_search(model_id, vector, depth)]
+    except Exception as e:  # recall must never take the answer down with it
+        reason = getattr(e, "message", None) or f"{type(e).__name__}: {e}"
+        _notice(models, f"vector search failed ({reason}); recall uses words only")
+        return None
+
+
 def search(store: Store, models: Models | None, query: str, k: int = 10,
            exclude_conversation: int | None = None, use_vectors: bool = True,
            use_words: bool = True) -> list[Hit]:
-    """Hybrid search over stored messages, best first."""
+    """Hybrid search over stored messages, best first.
+
+    Words (BM25 over each message with the turn before it) and meaning (cosine
+    over the current embedding model's vectors) are fused by weighted reciprocal
+    rank; equal scores go to the newer message. Without an embedding model (none
+    configured, offline, failed to load) or without vectors of the current model,
+    words only.
+    """
     depth = max(CANDIDATES, k * 3)
-    fused: dict[int, Hit] = {}
     rankings: list[tuple[str, float, list[int]]] = []
 
     if use_words:
-        match = fts_query(query)
-        if match:
-            rankings.append(("fts", FTS_WEIGHT, [mid for mid, _ in store.fts_search(match, depth)]))
-    # No stored vectors yet: nothing to compare with, so don't load (or download) a model.
-    if use_vectors and models is not None and query.strip() and store.has_vectors():
-        embedder = models.embedder()
-        if embedder is not None:
-            model_id = store.vec_model_id(embedder.name)
-            if model_id is not None:
-                vector = embedder.embed([query])[0]
-                rankings.append(("vec", VEC_WEIGHT,
-                                 [mid for mid, _ in store.vec_search(model_id, vector, depth)]))
+        ids = word_ranking(store, query, depth)
+        if ids:
+            rankings.append(("fts", FTS_WEIGHT, ids))
+    if use_vectors and models is not None and query.strip():
+        ids = _query_vector_ranking(store, models, query, depth)
+        if ids is not None:
+            rankings.append(("vec", VEC_WEIGHT, ids))
 
     scores: dict[int, float] = {}
     ranks: dict[int, dict[str, int]] = {}
@@ -134,15 +219,16 @@ def search(store: Store, models: Models | None, query: str, k: int = 10,
             scores[mid] = scores.get(mid, 0.0) + weight / (RRF_K + rank)
             ranks.setdefault(mid, {})[name] = rank
     messages = store.messages_by_ids(list(scores))
+    fused: list[Hit] = []
     for mid, score in scores.items():
         m = messages.get(mid)
         if m is None or (exclude_conversation is not None and m.conversation_id == exclude_conversation):
             continue
-        fused[mid] = Hit(m, score, ranks[mid].get("fts"), ranks[mid].get("vec"))
+        fused.append(Hit(m, score, ranks[mid].get("fts"), ranks[mid].get("vec")))
     # Best score first; among equal scores the newer message wins (two stable sorts).
-    hits = sorted(fused.values(), key=lambda h: (h.message.created_at, h.message.id), reverse=True)
-    hits.sort(key=lambda h: -h.score)
-    return hits[:k]
+    fused.sort(key=lambda h: (h.message.created_at, h.message.id), reverse=True)
+    fused.sort(key=lambda h: -h.score)
+    return fused[:k]
 
 
 def approx_tokens(text: str) -> int:
@@ -150,43 +236,60 @@ def approx_tokens(text: str) -> int:
     return len(text) // 4 + 1
 
 
-def recall(store: Store, models: Models, query: str, conversation_id: int | None,
+def recall(store: Store, models: Models | None, query: str, conversation_id: int | None,
            budget_tokens: int, k: int) -> list[tuple[Message, list[Message]]]:
     """The most relevant past exchanges from other conversations, within a token budget.
 
     Each hit comes with the message before it, so an answer is shown with its
-    question (and a question with its context).
+    question (and a question with its context); a hit that continues an excerpt
+    already chosen joins it. Returns (hit, excerpt) pairs, excerpts oldest first;
+    hits of one excerpt share the same list.
     """
     hits = search(store, models, query, k=k * 2, exclude_conversation=conversation_id)
     chosen: list[tuple[Message, list[Message]]] = []
+    ends: dict[int, list[Message]] = {}  # last message id -> its excerpt
     seen: set[int] = set()
     used = 0
     for hit in hits:
-        if hit.message.id in seen:
+        m = hit.message
+        if m.id in seen:
             continue
-        context = [m for m in store.neighbours(hit.message, before=1) if m.id not in seen]
-        group = context + [hit.message]
-        cost = sum(approx_tokens(m.content) + 8 for m in group)
+        before = store.neighbours(m, before=1)
+        previous = before[0] if before else None
+        group = ends.get(previous.id) if previous is not None else None
+        add = [m] if group is not None or previous is None or previous.id in seen else [previous, m]
+        cost = sum(approx_tokens(x.content) + 8 for x in add)
         if used + cost > budget_tokens:
             continue
         used += cost
-        seen.update(m.id for m in group)
-        chosen.append((hit.message, group))
+        if group is None:
+            group = []
+        else:
+            del ends[previous.id]
+        group.extend(add)
+        ends[m.id] = group
+        seen.update(x.id for x in add)
+        chosen.append((m, group))
         if len(chosen) >= k:
             break
     # Oldest first reads like a timeline.
-    chosen.sort(key=lambda item: item[1][0].id)
+    chosen.sort(key=lambda item: (item[1][0].created_at, item[1][0].id))
     return chosen
 
 
 def memory_block(recalled: list[tuple[Message, list[Message]]]) -> str:
+    """The recalled excerpts as a quoted, dated block for the system prompt."""
     if not recalled:
         return ""
     lines = [
         "Memory: excerpts from earlier conversations with this user, quoted for reference. "
         "They may be outdated; use them only if relevant.",
     ]
+    shown: set[int] = set()
     for _, group in recalled:
+        if id(group) in shown:
+            continue
+        shown.add(id(group))
         lines.append("")
         for m in group:
             date = m.created_at[:10]

@@ -354,6 +354,8 @@ class Embedder:
     def __init__(self, path: Path, config: Config):
         self.path = path
         self.name = path.name
+        # What names its vector table: two files of one name are still two models.
+        self.key = f"{path.name}:{path.stat().st_size}"
         kwargs = dict(embedding=True, n_ctx=512, n_batch=512, n_gpu_layers=config.n_gpu_layers)
         if config.threads > 0:
             kwargs["n_threads"] = config.threads
