@@ -100,6 +100,7 @@ class StubEmbedder:
     """Benchmark only: stands in for the embedding model so its time is not counted."""
 
     name = "synthetic-384.gguf"
+    key = "synthetic-384.gguf:0"
     dim = DIM
 
     def __init__(self, vectors: np.ndarray):
@@ -119,7 +120,7 @@ def fill(store: Store, n: int, seed: int = 1) -> float:
     rng = random.Random(seed)
     nprng = np.random.default_rng(seed)
     rare = rare_words(rng)
-    model_id = store.vec_model(StubEmbedder.name, DIM)
+    model_id = store.vec_model(StubEmbedder.key, DIM)
     start = time.perf_counter()
     done = 0
     while done < n:

@@ -47,6 +47,7 @@ class Prompt:
 
     messages: list[dict]
     stable_text: str = ""  # the system prompt and standing profile: the reusable prefix
+    memory_text: str = ""  # the recalled memory block, last in the system message
     rules: list[dict] = field(default_factory=list)
     recalled: list[Message] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
@@ -105,9 +106,9 @@ def build_prompt(app: App, text: str, conversation_id: int | None, *, use_memory
             recalled = memory.recall(store, app.models, text, conversation_id,
                                      config.memory_tokens, config.memory_results)
             prompt.recalled = [hit for hit, _ in recalled]
-            block = memory.memory_block(recalled)
-            if block:
-                system.append(block)
+            prompt.memory_text = memory.memory_block(recalled)
+            if prompt.memory_text:
+                system.append(prompt.memory_text)
         if history is None and conversation_id is not None:
             history = store.conversation_messages(conversation_id, limit=HISTORY_MESSAGES)
     messages = [{"role": "system", "content": "\n\n".join(system)}]
@@ -133,10 +134,10 @@ def fit_to_context(app: App, prompt: Prompt, max_tokens: int, piped: str | None,
 
     while size() + reserve > model.n_ctx and len(prompt.messages) > 2:
         del prompt.messages[1]  # the oldest history message
-    if size() + reserve > model.n_ctx and prompt.recalled:
-        head = prompt.messages[0]["content"].split("\n\nMemory: ")[0]
-        prompt.messages[0]["content"] = head
-        prompt.recalled = []
+    if size() + reserve > model.n_ctx and prompt.memory_text:
+        system = prompt.messages[0]["content"]
+        prompt.messages[0]["content"] = system[: system.rindex(prompt.memory_text)].rstrip()
+        prompt.recalled, prompt.memory_text = [], ""
     over = size() + reserve - model.n_ctx
     if over > 0 and piped:
         user = prompt.messages[-1]["content"]
