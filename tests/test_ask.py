@@ -152,3 +152,18 @@ def test_ctrl_c_mid_answer_keeps_the_partial_answer(me_env, me_home, store):
     assert [m.role for m in msgs] == ["user", "assistant"]
     assert msgs[1].interrupted == 1 and msgs[1].content.strip()
     assert msgs[1].content.startswith((first + out).decode("utf-8", "replace").strip()[:10])
+
+
+def test_recalled_memory_is_dropped_before_the_prompt_is_cut(me, me_home, store):
+    import json
+
+    lines = [json.dumps({"conversation": f"c{i}", "role": "user",
+                         "content": f"Note {i} about the garden: tomatoes, basil and peppers " * 6})
+             for i in range(12)]
+    assert me("import", "-", input="\n".join(lines)).returncode == 0
+    (me_home / "config.toml").write_text("n_ctx = 512\nmax_tokens = 8\nmemory_tokens = 2000\n")
+    dry = me("--dry-run", "what grows in the garden with tomatoes?").json()
+    assert "Memory:" in dry["messages"][0]["content"] and dry["recalled"]
+    r = me("--json", "what grows in the garden with tomatoes?")
+    assert r.returncode == 0, r.stderr
+    assert r.json()["recalled"] == [] and r.json()["timings"]["prompt_tokens"] < 512
