@@ -345,17 +345,6 @@ class Store:
             )
         return message_id
 
-    def message_exists(self, conversation_id: int, role: str, content: str,
-                       external_id: str | None, created_at: str | None) -> bool:
-        if external_id is not None:
-            return bool(self.one(
-                "SELECT 1 FROM messages WHERE conversation_id = ? AND external_id = ?",
-                (conversation_id, external_id)))
-        return bool(self.one(
-            "SELECT 1 FROM messages WHERE conversation_id = ? AND role = ? AND content = ? "
-            "AND (? IS NULL OR created_at = ?)",
-            (conversation_id, role, content, created_at, created_at)))
-
     def message(self, message_id: int) -> Message | None:
         rows = self.q(f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?", (message_id,))
         return _messages(rows)[0] if rows else None

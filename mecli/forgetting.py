@@ -164,14 +164,6 @@ def select(store: Store, models: Models | None, query: str = "", *, ids: list[in
     return selection
 
 
-def select_for_forget(store: Store, models: Models | None, query: str, *, ids: list[int],
-                      conversation: int | None, before: str | None, since: str | None,
-                      everything: bool, k: int) -> list[Message]:
-    """The messages a `forget` call means (see select() for feedback and rules too)."""
-    return select(store, models, query, ids=ids, conversation=conversation, before=before,
-                  since=since, everything=everything, k=k).messages
-
-
 # --- the cascade ----------------------------------------------------------------------
 
 

@@ -68,17 +68,9 @@ def query_words(text: str) -> list[str]:
 
 
 def _match(words: list[str]) -> str:
+    """A safe FTS5 MATCH expression: every word quoted, so punctuation and FTS
+    syntax in a query (`"`, `AND(`, `*`) are searched as words, never parsed."""
     return " OR ".join('"' + w.replace('"', '""') + '"' for w in words)
-
-
-def fts_query(text: str) -> str | None:
-    """A safe FTS5 MATCH expression: the query's words, quoted, OR-ed.
-
-    Quoting every term means punctuation and FTS syntax in the query (`"`,
-    `AND(`, `*`) are searched as words, never parsed as operators.
-    """
-    words = query_words(text)
-    return _match(words) if words else None
 
 
 def word_ranking(store: Store, query: str, depth: int) -> list[int]:
