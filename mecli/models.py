@@ -438,14 +438,15 @@ def _remember_failure(marker: Path, spec: str, reason: str) -> None:
 
 
 def embedding_status(models: Models) -> str:
-    """One line for `me doctor`."""
+    """One line for `me doctor`; raises ModelUnavailable when recall runs on words only
+    against the configuration (`none` is a choice, not a failure)."""
     if not models.embeddings_configured:
         return "off (embedding_model = none): recall uses words only"
     marker = models.paths.cache_dir / "embedding-unavailable"
     if models.config.embedding_model.startswith("hf:") and _recently_failed(marker, models.config.embedding_model):
         reason = marker.read_text().splitlines()[1:2]
-        return f"unavailable ({reason[0] if reason else 'download failed'}): recall uses words only"
+        raise ModelUnavailable(f"{reason[0] if reason else 'download failed'}: recall uses words only")
     emb = models.embedder()
     if emb is None:
-        return f"unavailable ({'; '.join(models.notices)})"
+        raise ModelUnavailable("; ".join(models.notices) or "unavailable: recall uses words only")
     return f"{emb.name} ({emb.dim} dimensions)"

@@ -54,3 +54,10 @@ def test_doctor_reports_model_database_and_vec(me):
     assert checks["database"]["ok"] and "schema version" in checks["database"]["detail"]
     assert checks["sqlite-vec"]["ok"]
     assert "words only" in checks["embeddings"]["detail"]
+
+
+def test_doctor_says_when_embeddings_are_unavailable(me):
+    r = me("doctor", "--json", env={"ME_EMBEDDING_MODEL": "/nonexistent/emb.gguf"})
+    assert r.returncode == 0, r.stderr  # optional: words-only recall still works
+    emb = {c["name"]: c for c in r.json()["checks"]}["embeddings"]
+    assert not emb["ok"] and "not found" in emb["detail"] and "words only" in emb["detail"]
