@@ -69,15 +69,7 @@ def parse_date(value: str, option: str) -> str:
 
 def query_words(query: str) -> list[str]:
     """The words a query is matched by (as the full-text index tokenizes them)."""
-    words = re.findall(r"\w+", query.lower())
-    content = [w for w in words if w not in memory.STOPWORDS]
-    return list(dict.fromkeys(content or words))[:64]
-
-
-def _fts_all_words(words: list[str]) -> str | None:
-    if not words:
-        return None
-    return " AND ".join('"' + w.replace('"', '""') + '"' for w in words)
+    return memory.query_words(query, limit=64)
 
 
 def _text_has_words(text: str, words: list[str]) -> bool:
@@ -91,10 +83,10 @@ def search_matches(store: Store, models: Models | None, query: str, k: int) -> t
     never takes a merely nearest neighbour. (ids, more than k matched)."""
     words = query_words(query)
     depth = max(memory.CANDIDATES, k * 3)
-    rankings: list[tuple[float, list[int]]] = []
-    match = _fts_all_words(words)
-    if match:
-        rankings.append((memory.FTS_WEIGHT, [mid for mid, _ in store.fts_search(match, depth + 1)]))
+    rankings: list[tuple[str, float, list[int]]] = []
+    if words:
+        match = memory.fts_match(words, "AND")
+        rankings.append(("fts", memory.FTS_WEIGHT, [mid for mid, _ in store.fts_search(match, depth + 1)]))
     if models is not None and query.strip() and store.has_vectors():
         embedder = None
         try:
@@ -106,11 +98,8 @@ def search_matches(store: Store, models: Models | None, query: str, k: int) -> t
             vector = embedder.embed([query])[0]
             close = [mid for mid, distance in store.vec_search(model_id, vector, depth + 1)
                      if distance <= MAX_DISTANCE]
-            rankings.append((memory.VEC_WEIGHT, close))
-    scores: dict[int, float] = {}
-    for weight, ids in rankings:
-        for rank, mid in enumerate(ids, start=1):
-            scores[mid] = scores.get(mid, 0.0) + weight / (memory.RRF_K + rank)
+            rankings.append(("vec", memory.VEC_WEIGHT, close))
+    scores, _ = memory.fuse(rankings)
     ordered = sorted(scores, key=lambda mid: (-scores[mid], -mid))
     return ordered[:k], len(ordered) > k
 

@@ -60,17 +60,29 @@ class Hit:
         }
 
 
-def query_words(text: str) -> list[str]:
+def query_words(text: str, limit: int = MAX_QUERY_WORDS) -> list[str]:
     """The words a query is matched by: lowercased, stopwords out (unless that's all)."""
     words = re.findall(r"\w+", text.lower())
     content = [w for w in words if w not in STOPWORDS]
-    return list(dict.fromkeys(content or words))[:MAX_QUERY_WORDS]
+    return list(dict.fromkeys(content or words))[:limit]
 
 
-def _match(words: list[str]) -> str:
+def fts_match(words: list[str], op: str = "OR") -> str:
     """A safe FTS5 MATCH expression: every word quoted, so punctuation and FTS
     syntax in a query (`"`, `AND(`, `*`) are searched as words, never parsed."""
-    return " OR ".join('"' + w.replace('"', '""') + '"' for w in words)
+    return f" {op} ".join('"' + w.replace('"', '""') + '"' for w in words)
+
+
+def fuse(rankings: list[tuple[str, float, list[int]]]) -> tuple[dict[int, float], dict[int, dict[str, int]]]:
+    """Weighted reciprocal rank fusion of (name, weight, ids best first) rankings:
+    each id's score, and its rank in each ranking by name."""
+    scores: dict[int, float] = {}
+    ranks: dict[int, dict[str, int]] = {}
+    for name, weight, ids in rankings:
+        for rank, mid in enumerate(ids, start=1):
+            scores[mid] = scores.get(mid, 0.0) + weight / (RRF_K + rank)
+            ranks.setdefault(mid, {})[name] = rank
+    return scores, ranks
 
 
 def word_ranking(store: Store, query: str, depth: int) -> list[int]:
@@ -85,7 +97,7 @@ def word_ranking(store: Store, query: str, depth: int) -> list[int]:
     words = query_words(query)
     if not words:
         return []
-    counts = {w: store.fts_count(_match([w]), FTS_POSTINGS + 1) for w in words}
+    counts = {w: store.fts_count(fts_match([w]), FTS_POSTINGS + 1) for w in words}
     present = sorted((w for w in words if counts[w]), key=lambda w: counts[w])
     if not present:
         return []
@@ -96,8 +108,8 @@ def word_ranking(store: Store, query: str, depth: int) -> list[int]:
         chosen.append(w)
         total += counts[w]
     if not chosen:
-        return [mid for mid, _ in store.fts_search(_match(present[:1]), depth, newest_first=True)]
-    return [mid for mid, _ in store.fts_search(_match(chosen), depth)]
+        return [mid for mid, _ in store.fts_search(fts_match(present[:1]), depth, newest_first=True)]
+    return [mid for mid, _ in store.fts_search(fts_match(chosen), depth)]
 
 
 def index_text(content: str | Message, previous: Message | None = None) -> str:
@@ -204,12 +216,7 @@ def search(store: Store, models: Models | None, query: str, k: int = 10,
         if ids is not None:
             rankings.append(("vec", VEC_WEIGHT, ids))
 
-    scores: dict[int, float] = {}
-    ranks: dict[int, dict[str, int]] = {}
-    for name, weight, ids in rankings:
-        for rank, mid in enumerate(ids, start=1):
-            scores[mid] = scores.get(mid, 0.0) + weight / (RRF_K + rank)
-            ranks.setdefault(mid, {})[name] = rank
+    scores, ranks = fuse(rankings)
     messages = store.messages_by_ids(list(scores))
     fused: list[Hit] = []
     for mid, score in scores.items():
