@@ -128,36 +128,40 @@ def fit_to_context(app: App, prompt: Prompt, max_tokens: int, piped: str | None,
     """
     model = app.models.chat()
     reserve = min(max_tokens, max(64, model.n_ctx // 4))
+    limit = model.n_ctx - reserve  # prompt tokens that leave room for the answer
 
-    def size() -> int:
+    def count() -> int:  # tokenizes the whole prompt: only after a change
         return len(model.prompt_tokens(prompt.messages)[0])
 
-    while size() + reserve > model.n_ctx and len(prompt.messages) > 2:
+    size = count()
+    while size > limit and len(prompt.messages) > 2:
         del prompt.messages[1]  # the oldest history message
-    if size() + reserve > model.n_ctx and prompt.memory_text:
+        size = count()
+    if size > limit and prompt.memory_text:
         system = prompt.messages[0]["content"]
         prompt.messages[0]["content"] = system[: system.rindex(prompt.memory_text)].rstrip()
         prompt.recalled, prompt.memory_text = [], ""
-    over = size() + reserve - model.n_ctx
-    if over > 0 and piped:
+        size = count()
+    if size > limit and piped:
         user = prompt.messages[-1]["content"]
         piped_tokens = model.count_tokens(piped)
-        keep_tokens = piped_tokens - over - 16
+        keep_tokens = piped_tokens - (size - limit) - 16
         if keep_tokens <= 0:
             raise UsageError(f"prompt is too long for the model's context of {model.n_ctx} tokens")
         keep_chars = int(len(piped) * keep_tokens / max(piped_tokens, 1))
         while keep_chars > 0:
             trimmed = piped[:keep_chars]
             prompt.messages[-1]["content"] = user.replace(piped.rstrip(), trimmed.rstrip())
-            if size() + reserve <= model.n_ctx:
+            size = count()
+            if size <= limit:
                 break
             keep_chars = int(keep_chars * 0.9)
         warn(f"piped input trimmed to fit the model's context: kept {keep_chars:,} of "
              f"{len(piped):,} characters")
-    if size() + reserve > model.n_ctx:
-        raise UsageError(f"prompt is {size()} tokens, too long for the model's context of "
+    if size > limit:
+        raise UsageError(f"prompt is {size} tokens, too long for the model's context of "
                          f"{model.n_ctx} tokens (leave room for the answer)")
-    return min(max_tokens, model.n_ctx - size())
+    return min(max_tokens, model.n_ctx - size)
 
 
 def turn(app: App, prompt_text: str, *, piped: str | None = None,

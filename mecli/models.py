@@ -194,8 +194,7 @@ class ChatModel:
     def prompt_tokens(self, messages: list[dict]) -> tuple[list[int], list[str]]:
         """Token ids of the chat-formatted prompt, and the template's stop strings."""
         response, tokens = self._format(messages)
-        stop = response.stop if isinstance(response.stop, list) else [response.stop] if response.stop else []
-        return tokens, stop
+        return tokens, _stops(response)
 
     def _live_prefix(self, tokens: list[int]) -> int:
         """How many leading tokens of this prompt the live context already holds."""
@@ -206,9 +205,8 @@ class ChatModel:
             n += 1
         return n
 
-    def _stable_tokens(self, messages: list[dict], stable_text: str, tokens: list[int]) -> list[int]:
+    def _stable_tokens(self, response, tokens: list[int], stable_text: str) -> list[int]:
         """The prompt's leading tokens up to the end of `stable_text` (system + profile)."""
-        response, _ = self._format(messages)
         at = response.prompt.find(stable_text)
         if at < 0 or not stable_text:
             return []
@@ -217,7 +215,7 @@ class ChatModel:
         n = len(head) - 1  # the last token may merge with what follows
         return tokens[:n] if n > 0 and tokens[:n] == head[:n] else []
 
-    def reuse_prefix(self, messages: list[dict], stable_text: str) -> bool:
+    def reuse_prefix(self, response, tokens: list[int], stable_text: str) -> bool:
         """Restore the evaluated stable prefix from disk, or evaluate and save it.
 
         Evaluating the prompt is what costs on a CPU; a one-shot `me` starts with
@@ -227,8 +225,7 @@ class ChatModel:
         """
         if self.prefix_cache is None:
             return False
-        tokens, _ = self.prompt_tokens(messages)
-        prefix = self._stable_tokens(messages, stable_text, tokens)
+        prefix = self._stable_tokens(response, tokens, stable_text)
         if len(prefix) < PREFIX_CACHE_MIN_TOKENS or self._live_prefix(tokens) >= len(prefix):
             return False
         import hashlib
@@ -246,7 +243,6 @@ class ChatModel:
                 return False
         except Exception:  # a damaged cache file is only a slower start
             file.unlink(missing_ok=True)
-            self.llm.reset()
         self.llm.reset()
         self.llm.eval(prefix)
         try:
@@ -296,7 +292,8 @@ class ChatModel:
         user waits, restoring a saved prefix included.
         """
         start = time.perf_counter()
-        tokens, stop = self.prompt_tokens(messages)
+        response, tokens = self._format(messages)  # once: reused for the saved prefix
+        stop = _stops(response)
         room = self.n_ctx - len(tokens)
         if room <= 0:
             raise MeError(f"prompt is {len(tokens)} tokens, the model's context holds {self.n_ctx}")
@@ -304,7 +301,7 @@ class ChatModel:
         c = self.config
         pieces: list[str] = []
         try:
-            if stable_text and not self.reuse_prefix(messages, stable_text):
+            if stable_text and not self.reuse_prefix(response, tokens, stable_text):
                 gen.cached_tokens = self._live_prefix(tokens)  # restored, not evaluated now
             stream = self.llm.create_completion(
                 prompt=tokens, max_tokens=min(max_tokens, room), stream=True, stop=stop,
@@ -333,6 +330,13 @@ class ChatModel:
             # Chunks can carry more than one token; the context knows the truth.
             gen.completion_tokens = max(gen.completion_tokens, self.llm.n_tokens - len(tokens))
         return gen
+
+
+def _stops(response) -> list[str]:
+    """The chat template's stop strings, as a list."""
+    if isinstance(response.stop, list):
+        return response.stop
+    return [response.stop] if response.stop else []
 
 
 PREFIX_CACHE_MIN_TOKENS = 128  # below this, evaluating is about as fast as loading
