@@ -332,19 +332,22 @@ class _Importer:
 
     # feedback and rules
 
-    def _existing_feedback(self, record: dict) -> int | None:
-        fid = self.store.feedback_by_external_id(record["id"])
-        if fid is not None:
-            return fid
-        m = LOCAL_FEEDBACK.match(record["id"])
-        f = self.store.feedback(int(m.group(1))) if m else None
-        if (f is not None and f["external_id"] is None and f["text"] == record["text"]
-                and record.get("created_at") in (None, f["created_at"])):
-            return f["id"]
+    def _existing(self, record: dict, by_external_id, local_name, get) -> int | None:
+        """The stored feedback item or rule an import record names: by its external id,
+        or (an export of this same home) by its local name with the same text and time."""
+        found = by_external_id(record["id"])
+        if found is not None:
+            return found
+        m = local_name.match(record["id"])
+        row = get(int(m.group(1))) if m else None
+        if (row is not None and row["external_id"] is None and row["text"] == record["text"]
+                and record.get("created_at") in (None, row["created_at"])):
+            return row["id"]
         return None
 
     def feedback_record(self, record: dict) -> None:
-        existing = self._existing_feedback(record)
+        existing = self._existing(record, self.store.feedback_by_external_id, LOCAL_FEEDBACK,
+                                  self.store.feedback)
         if existing is not None:
             self.feedback[record["id"]] = existing
             return
@@ -354,19 +357,9 @@ class _Importer:
             record.get("created_at"), external_id=record["id"])
         self.report.feedback += 1
 
-    def _existing_rule(self, record: dict) -> int | None:
-        rid = self.store.rule_by_external_id(record["id"])
-        if rid is not None:
-            return rid
-        m = LOCAL_RULE.match(record["id"])
-        r = self.store.rule(int(m.group(1))) if m else None
-        if (r is not None and r["external_id"] is None and r["text"] == record["text"]
-                and record.get("created_at") in (None, r["created_at"])):
-            return r["id"]
-        return None
-
     def rule_record(self, record: dict) -> bool:
-        existing = self._existing_rule(record)
+        existing = self._existing(record, self.store.rule_by_external_id, LOCAL_RULE,
+                                  self.store.rule)
         if existing is not None:
             self.rules[record["id"]] = existing
             return False
