@@ -349,12 +349,7 @@ def history(ctx: typer.Context,
     if json_:
         state.printer.json({"conversations": rows})
         return
-    if not rows:
-        state.printer.notice("no conversations yet")
-        return
-    state.printer.table(["id", "updated", "messages", "title"],
-                        [[r["id"], r["updated_at"].replace("T", " ")[:16], r["messages"], r["title"]]
-                         for r in rows])
+    state.printer.conversations(rows)
 
 
 @app.command()
@@ -395,9 +390,14 @@ def search(ctx: typer.Context, query: List[str] = typer.Argument(..., help="What
     if not hits:
         state.printer.notice("no matches")
         return
-    state.printer.table(["id", "conv", "role", "when", "content"],
-                        [[h.message.id, h.message.conversation_id, h.message.role,
-                          h.message.created_at[:10], _snippet(h.message.content)] for h in hits])
+    _message_table(state.printer, [h.message for h in hits])
+
+
+def _message_table(printer, messages) -> None:
+    """Messages as `me search` and `me forget` list them."""
+    printer.table(["id", "conv", "role", "when", "content"],
+                  [[m.id, m.conversation_id, m.role, m.created_at[:10], _snippet(m.content)]
+                   for m in messages])
 
 
 def _snippet(text: str, width: int = 100) -> str:
@@ -478,9 +478,7 @@ def forget(
 
 def _forget_tables(p, selection, limit: int = 200) -> None:
     if selection.messages:
-        rows = [[m.id, m.conversation_id, m.role, m.created_at[:10], _snippet(m.content)]
-                for m in selection.messages[:limit]]
-        p.table(["id", "conv", "role", "when", "content"], rows)
+        _message_table(p, selection.messages[:limit])
         if len(selection.messages) > limit:
             p.notice(f"... and {len(selection.messages) - limit} more messages")
     if selection.feedback:

@@ -107,6 +107,15 @@ class Printer:
                 self.out("\t".join("" if v is None else str(v).replace("\n", " ").replace("\t", " ")
                                    for v in row))
 
+    def conversations(self, rows: list[dict]) -> None:
+        """The conversation list of `me history` and the REPL's /history."""
+        if not rows:
+            self.notice("no conversations yet")
+            return
+        self.table(["id", "updated", "messages", "title"],
+                   [[r["id"], r["updated_at"].replace("T", " ")[:16], r["messages"], r["title"]]
+                    for r in rows])
+
     def stream(self) -> "AnswerStream":
         return AnswerStream(self) if self.rich else PlainStream(self.env)
 

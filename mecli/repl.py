@@ -174,13 +174,7 @@ class Repl:
             self.incognito_history = []
             p.notice("new conversation")
         elif name == "/history":
-            rows = self.app.store.conversations(10)
-            if not rows:
-                p.notice("no conversations yet")
-                return None
-            p.table(["id", "updated", "messages", "title"],
-                    [[r["id"], r["updated_at"].replace("T", " ")[:16], r["messages"], r["title"]]
-                     for r in rows])
+            p.conversations(self.app.store.conversations(10))
         elif name == "/context":
             self._context()
         elif name in ("/feedback", "/good", "/bad"):
